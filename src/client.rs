@@ -1,0 +1,197 @@
+//! `interviewd client`: take an interview in the terminal.
+//!
+//! Prints the interviewer's turns as they stream, reads one answer per line,
+//! shows a spinner driven by the server's keepalive events while the
+//! assessment is generated, then prints the report. `/finish` (or end of
+//! input) ends the interview early.
+
+use std::io::{BufRead, Write};
+
+use async_tungstenite::tungstenite::Message;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use smol::future::FutureExt;
+
+use crate::exit;
+
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+enum Input {
+    Line(String),
+    Eof,
+}
+
+pub fn run(url: &str) -> i32 {
+    match smol::block_on(interview(url)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("interviewd client: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `ws://host:port/path` → ("host:port", url).
+fn host_port(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("`{url}`: only ws:// URLs are supported"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    })
+}
+
+async fn interview(url: &str) -> Result<i32, String> {
+    let addr = host_port(url)?;
+    let stream = smol::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e} (is `interviewd serve` running?)"))?;
+    let (mut ws, _) = async_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| format!("WebSocket handshake with {url} failed: {e}"))?;
+
+    // stdin has no non-blocking read, so a thread reads it. It lives until
+    // end of input or process exit: a blocked read(2) cannot be interrupted,
+    // and the process exits as soon as the interview is over.
+    let (lines_tx, lines) = async_channel::unbounded();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send_blocking(Input::Line(line)).is_err() {
+                    return;
+                }
+            }
+            let _ = lines_tx.send_blocking(Input::Eof);
+        })
+        .map_err(|e| format!("cannot start the input thread: {e}"))?;
+
+    let mut waiting_for_answer = false;
+    let mut spinner = 0usize;
+    let mut answers = 0u32;
+    loop {
+        let next = async { Some(ws.next().await) }
+            .or(async {
+                if !waiting_for_answer {
+                    return std::future::pending().await;
+                }
+                None
+            })
+            .await;
+        let frame = match next {
+            Some(frame) => frame,
+            None => {
+                waiting_for_answer = false;
+                let input = lines.recv().await.unwrap_or(Input::Eof);
+                let events = match input {
+                    Input::Line(line) if line.trim() == "/finish" => vec![json!({"type": "interview.finish"})],
+                    Input::Line(line) if line.trim().is_empty() => {
+                        prompt();
+                        waiting_for_answer = true;
+                        continue;
+                    }
+                    Input::Line(line) => {
+                        answers += 1;
+                        vec![
+                            json!({"type": "conversation.item.create", "event_id": format!("answer_{answers}"),
+                                   "item": {"type": "message", "role": "user",
+                                            "content": [{"type": "input_text", "text": line}]}}),
+                            json!({"type": "response.create"}),
+                        ]
+                    }
+                    Input::Eof => vec![json!({"type": "interview.finish"})],
+                };
+                for event in events {
+                    ws.send(Message::text(event.to_string()))
+                        .await
+                        .map_err(|e| format!("sending: {e}"))?;
+                }
+                continue;
+            }
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                if code != 1000 {
+                    println!("\nThe server closed the interview ({code} {reason}).");
+                    return Ok(exit::FAILURE);
+                }
+                continue;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(format!("connection lost: {e}")),
+            None => return Ok(exit::OK),
+        };
+        let event: Value = serde_json::from_str(text.as_str()).map_err(|e| format!("bad event from server: {e}"))?;
+        match event["type"].as_str().unwrap_or_default() {
+            "session.created" => println!("Connected ({}). Answer each question on one line; /finish ends early.\n", event["session"]["id"].as_str().unwrap_or("?")),
+            "response.output_text.delta" => {
+                print!("{}", event["delta"].as_str().unwrap_or_default());
+                let _ = std::io::stdout().flush();
+            }
+            "response.done" => {
+                println!("\n");
+                prompt();
+                waiting_for_answer = true;
+            }
+            "error" => eprintln!("\r[server] {}", event["error"]["message"].as_str().unwrap_or("error")),
+            "interview.assessment.started" => {
+                waiting_for_answer = false;
+                print!("\rGenerating your assessment {}", SPINNER[0]);
+                let _ = std::io::stdout().flush();
+            }
+            "interview.keepalive" => {
+                spinner += 1;
+                let secs = event["elapsed_ms"].as_u64().unwrap_or(0) / 1000;
+                print!("\rGenerating your assessment {} {secs}s", SPINNER[spinner % SPINNER.len()]);
+                let _ = std::io::stdout().flush();
+            }
+            "interview.assessment.completed" => {
+                println!("\r\n");
+                print_report(&event["report"]);
+            }
+            "interview.assessment.failed" => {
+                println!("\r\nThe assessment failed: {}", event["reason"].as_str().unwrap_or("unknown reason"));
+                return Ok(exit::FAILURE);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn prompt() {
+    print!("> ");
+    let _ = std::io::stdout().flush();
+}
+
+fn print_report(report: &Value) {
+    println!("== Assessment ==");
+    if let Some(score) = report["overall_score"].as_u64() {
+        println!("Overall: {score}/100 ({})", report["band"].as_str().unwrap_or("-"));
+    }
+    if let Some(summary) = report["summary"].as_str() {
+        println!("{summary}");
+    }
+    if let Some(questions) = report["questions"].as_array() {
+        println!();
+        for q in questions {
+            println!("  {:>3}  {}", q["score"], q["id"].as_str().unwrap_or("?"));
+            if let Some(reasons) = q["reasons"].as_array() {
+                for r in reasons {
+                    println!("       {}", r.as_str().unwrap_or_default());
+                }
+            }
+        }
+    } else {
+        // A `command` assessor's report has no fixed shape: show it whole.
+        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
+    }
+}

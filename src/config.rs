@@ -1,0 +1,380 @@
+//! The configuration file: a TOML document in which every key has a default.
+//!
+//! Unknown keys and bad values are errors that name the key, so a typo in
+//! production fails loudly at `check-config` or at startup instead of being
+//! silently ignored. The effective configuration can be printed back as TOML.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration, as read from the file with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub interview: Interview,
+    pub assessment: Assessment,
+    pub sessions: Sessions,
+    pub limits: Limits,
+    pub shutdown: Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where transcripts and reports go. `$STATE_DIRECTORY` (set by systemd)
+    /// wins over the default but not over an explicit value.
+    pub state_dir: Option<PathBuf>,
+    /// error, warn, info, debug or trace.
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Interview {
+    /// Path to an interview script (TOML). Unset: the built-in script.
+    pub script: Option<PathBuf>,
+    /// The interviewer engine. Only `scripted` exists today; `openai` will
+    /// relay to the Realtime API.
+    pub engine: InterviewerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InterviewerKind {
+    #[default]
+    Scripted,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Assessment {
+    pub kind: AssessorKind,
+    /// argv of the `command` assessor: transcript JSON on stdin, report JSON on stdout.
+    pub command: Vec<String>,
+    pub timeout: Dur,
+    pub keepalive_interval: Dur,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AssessorKind {
+    #[default]
+    Rubric,
+    Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    pub idle_timeout: Dur,
+    pub sweep_interval: Dur,
+    pub ping_interval: Dur,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub max_message_bytes: usize,
+    /// Longest text a single answer may carry.
+    pub max_text_bytes: usize,
+    /// Consecutive invalid client events before the session is closed with 1008.
+    pub max_invalid_events: u32,
+    pub handshake_timeout: Dur,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    pub close_grace: Dur,
+    pub deadline: Dur,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8765".parse().expect("valid literal address"),
+            state_dir: None,
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+impl Default for Assessment {
+    fn default() -> Self {
+        Assessment {
+            kind: AssessorKind::Rubric,
+            command: Vec::new(),
+            timeout: Dur::secs(120),
+            keepalive_interval: Dur::secs(3),
+        }
+    }
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            idle_timeout: Dur::secs(120),
+            sweep_interval: Dur::secs(300),
+            ping_interval: Dur::secs(20),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 2000,
+            max_message_bytes: 256 * 1024,
+            max_text_bytes: 32 * 1024,
+            max_invalid_events: 10,
+            handshake_timeout: Dur::secs(10),
+        }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            close_grace: Dur(Duration::from_millis(250)),
+            deadline: Dur::secs(2),
+        }
+    }
+}
+
+/// An error in the configuration, naming the key (or the file) at fault.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, source: std::io::Error },
+    Parse { path: PathBuf, message: String },
+    Invalid { key: &'static str, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            ConfigError::Parse { path, message } => write!(f, "{}: {}", path.display(), message.trim_end()),
+            ConfigError::Invalid { key, message } => write!(f, "invalid value for `{key}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config.resolve_relative_to(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Paths in a config file are relative to the file, not to the daemon's
+    /// working directory, so that a unit file and a shell agree.
+    fn resolve_relative_to(mut self, base: &Path) -> Config {
+        if let Some(script) = &self.interview.script {
+            if script.is_relative() {
+                self.interview.script = Some(base.join(script));
+            }
+        }
+        if let Some(dir) = &self.server.state_dir {
+            if dir.is_relative() {
+                self.server.state_dir = Some(base.join(dir));
+            }
+        }
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        let positive: [(&'static str, Dur); 8] = [
+            ("assessment.timeout", self.assessment.timeout),
+            ("assessment.keepalive_interval", self.assessment.keepalive_interval),
+            ("sessions.idle_timeout", self.sessions.idle_timeout),
+            ("sessions.sweep_interval", self.sessions.sweep_interval),
+            ("sessions.ping_interval", self.sessions.ping_interval),
+            ("limits.handshake_timeout", self.limits.handshake_timeout),
+            ("shutdown.close_grace", self.shutdown.close_grace),
+            ("shutdown.deadline", self.shutdown.deadline),
+        ];
+        for (key, value) in positive {
+            if value.0.is_zero() {
+                return invalid(key, "must be greater than zero");
+            }
+        }
+        if self.assessment.kind == AssessorKind::Command && self.assessment.command.is_empty() {
+            return invalid(
+                "assessment.command",
+                "must name a program when assessment.kind = \"command\"",
+            );
+        }
+        if self.assessment.command.iter().any(|a| a.contains('\0')) {
+            return invalid("assessment.command", "arguments cannot contain NUL bytes");
+        }
+        if self.limits.max_sessions == 0 {
+            return invalid("limits.max_sessions", "must be at least 1");
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return invalid("limits.max_message_bytes", "must be at least 1024");
+        }
+        if self.limits.max_text_bytes == 0 || self.limits.max_text_bytes > self.limits.max_message_bytes {
+            return invalid(
+                "limits.max_text_bytes",
+                "must be between 1 and limits.max_message_bytes",
+            );
+        }
+        if self.limits.max_invalid_events == 0 {
+            return invalid("limits.max_invalid_events", "must be at least 1");
+        }
+        if self.shutdown.close_grace.0 >= self.shutdown.deadline.0 {
+            return invalid("shutdown.close_grace", "must be shorter than shutdown.deadline");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, every key present.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("configuration serializes")
+    }
+}
+
+/// A duration written as a human string: "250ms", "3s", "5m".
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"250ms\", \"3s\" or \"5m\" ({e})")))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Ok(LogLevel::Error),
+            "warn" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            _ => Err(format!("`{s}` is not one of error, warn, info, debug, trace")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.assessment.keepalive_interval.0, Duration::from_secs(3));
+        assert_eq!(c.sessions.sweep_interval.0, Duration::from_secs(300));
+        assert_eq!(c.shutdown.close_grace.0, Duration::from_millis(250));
+        assert_eq!(c.shutdown.deadline.0, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[sessions]\nidle_timout = \"3s\"\n").unwrap_err().to_string();
+        assert!(err.contains("idle_timout"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        let err = Config::parse("[assessment]\ntimeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("timeout") && err.contains("soon"), "{err}");
+        let err = Config::parse("[shutdown]\ndeadline = \"0s\"\n").unwrap_err().to_string();
+        assert!(err.contains("shutdown.deadline"), "{err}");
+    }
+
+    #[test]
+    fn command_assessor_needs_a_command() {
+        let err = Config::parse("[assessment]\nkind = \"command\"\n").unwrap_err().to_string();
+        assert!(err.contains("assessment.command"), "{err}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::parse("[limits]\nmax_sessions = 7\n[sessions]\nping_interval = \"250ms\"\n").unwrap();
+        let again = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(c, again);
+    }
+}

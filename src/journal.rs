@@ -1,0 +1,295 @@
+//! Durable transcripts: one append-only JSON-lines file per session,
+//! `STATE_DIR/sessions/<session_id>.jsonl`.
+//!
+//! Sessions never touch the disk. They send records to the journal writer
+//! thread over a channel; where durability is promised (a candidate's
+//! answer) they wait for the writer's acknowledgement, which it sends only
+//! after the line is written and `fdatasync`ed. The writer commits in
+//! batches: every record that queued while it was syncing goes into the next
+//! write and shares one sync per file, so 200 sessions answering at once cost
+//! a few syncs, not 200.
+//!
+//! A crash can leave a torn last line; [`read`] detects and ignores it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::workers::{WorkerKind, Workers};
+
+/// Most records written per batch before syncing; bounds the latency one
+/// busy batch can add to the acknowledgements queued behind it.
+const MAX_BATCH: usize = 512;
+
+/// Why a session ended, as written in its last journal line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Completed,
+    ClientClosed,
+    Stale,
+    Shutdown,
+    Error,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Completed => "completed",
+            EndReason::ClientClosed => "client_closed",
+            EndReason::Stale => "stale",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Error => "error",
+        }
+    }
+}
+
+/// A write that could not be made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalError {
+    /// The disk refused (full, permissions, missing directory...).
+    Io(String),
+    /// The writer is gone: the daemon is shutting down.
+    Closed,
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalError::Io(m) => write!(f, "transcript write failed: {m}"),
+            JournalError::Closed => f.write_str("transcript writer is shut down"),
+        }
+    }
+}
+
+struct Op {
+    session: Arc<str>,
+    line: String,
+    ack: Option<async_channel::Sender<Result<(), JournalError>>>,
+    /// The session's last record: close its file afterwards.
+    last: bool,
+}
+
+/// The sending side of the journal. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Journal {
+    tx: async_channel::Sender<Op>,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl Journal {
+    /// Starts the writer thread for `dir` (created if missing).
+    pub fn start(dir: PathBuf, workers: &mut Workers) -> std::io::Result<Journal> {
+        std::fs::create_dir_all(&dir)?;
+        let (tx, rx) = async_channel::unbounded();
+        workers.spawn("journal-writer".into(), WorkerKind::Journal, move || writer(dir, rx))?;
+        Ok(Journal { tx })
+    }
+
+    /// Appends a record and waits until it is on disk.
+    pub async fn append_durable(&self, session: &Arc<str>, record: Value) -> Result<(), JournalError> {
+        let (ack, done) = async_channel::bounded(1);
+        self.send(session, record, Some(ack), false)?;
+        done.recv().await.unwrap_or(Err(JournalError::Closed))
+    }
+
+    /// Appends a record without waiting; it is synced with the next batch.
+    pub fn append(&self, session: &Arc<str>, record: Value) {
+        let _ = self.send(session, record, None, false);
+    }
+
+    /// Appends the session's end line and lets the writer close the file.
+    /// Synchronous so that it can run from a drop guard.
+    pub fn end(&self, session: &Arc<str>, reason: EndReason, detail: Option<&str>) {
+        let mut record = json!({"kind": "end", "reason": reason.as_str(), "at": now_rfc3339()});
+        if let Some(detail) = detail {
+            record["detail"] = json!(detail);
+        }
+        let _ = self.send(session, record, None, true);
+    }
+
+    fn send(
+        &self,
+        session: &Arc<str>,
+        record: Value,
+        ack: Option<async_channel::Sender<Result<(), JournalError>>>,
+        last: bool,
+    ) -> Result<(), JournalError> {
+        let mut line = record.to_string();
+        line.push('\n');
+        let op = Op {
+            session: session.clone(),
+            line,
+            ack,
+            last,
+        };
+        self.tx.try_send(op).map_err(|_| JournalError::Closed)
+    }
+
+    /// Closes the channel: the writer drains what is queued, syncs and exits.
+    pub fn close(&self) -> bool {
+        self.tx.close()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
+    let mut files: HashMap<Arc<str>, File> = HashMap::new();
+    while let Ok(first) = rx.recv_blocking() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit(&dir, &mut files, batch);
+    }
+    log::debug!("journal writer: channel closed and drained, {} file(s) open", files.len());
+}
+
+/// Writes a batch, syncs every file it touched, then acknowledges.
+fn commit(dir: &Path, files: &mut HashMap<Arc<str>, File>, batch: Vec<Op>) {
+    let mut failed: HashMap<Arc<str>, String> = HashMap::new();
+    let mut touched: Vec<Arc<str>> = Vec::new();
+    let mut created = false;
+    for op in &batch {
+        if failed.contains_key(&op.session) {
+            continue;
+        }
+        match write_line(dir, files, op, &mut created) {
+            Ok(()) => {
+                if !touched.contains(&op.session) {
+                    touched.push(op.session.clone());
+                }
+            }
+            Err(e) => {
+                log::error!("journal {}: {e}", op.session);
+                files.remove(&op.session);
+                failed.insert(op.session.clone(), e.to_string());
+            }
+        }
+    }
+    if created {
+        // A new file's directory entry must be durable too, or a crash can
+        // lose the whole transcript even though its lines were synced.
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            log::error!("journal: syncing {}: {e}", dir.display());
+        }
+    }
+    for session in &touched {
+        if failed.contains_key(session) {
+            continue;
+        }
+        if let Some(file) = files.get(session) {
+            if let Err(e) = file.sync_data() {
+                log::error!("journal {session}: fdatasync: {e}");
+                files.remove(session);
+                failed.insert(session.clone(), e.to_string());
+            }
+        }
+    }
+    for op in batch {
+        if let Some(ack) = op.ack {
+            let result = match failed.get(&op.session) {
+                Some(e) => Err(JournalError::Io(e.clone())),
+                None => Ok(()),
+            };
+            let _ = ack.try_send(result);
+        }
+        if op.last {
+            files.remove(&op.session);
+        }
+    }
+}
+
+fn write_line(dir: &Path, files: &mut HashMap<Arc<str>, File>, op: &Op, created: &mut bool) -> std::io::Result<()> {
+    if !files.contains_key(&op.session) {
+        let path = dir.join(format!("{}.jsonl", op.session));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if file.metadata()?.len() == 0 {
+            *created = true;
+        }
+        files.insert(op.session.clone(), file);
+    }
+    let file = files.get_mut(&op.session).expect("inserted above");
+    file.write_all(op.line.as_bytes())
+}
+
+/// A journal file as read back.
+#[derive(Debug)]
+pub struct Transcript {
+    pub records: Vec<Value>,
+    /// The file ended in a partial line (a crash mid-write); it was ignored.
+    pub torn_tail: bool,
+}
+
+impl Transcript {
+    pub fn end_reason(&self) -> Option<&str> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r["kind"] == "end")
+            .and_then(|r| r["reason"].as_str())
+    }
+}
+
+/// Reads a journal file. A partial last line is ignored (and reported in
+/// `torn_tail`); a corrupt line anywhere else is an error naming the line.
+pub fn read(path: &Path) -> std::io::Result<Transcript> {
+    let bytes = std::fs::read(path)?;
+    parse(&bytes).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {m}", path.display())))
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Transcript, String> {
+    let mut records = Vec::new();
+    let mut torn_tail = false;
+    let mut lines = bytes.split(|&b| b == b'\n').enumerate().peekable();
+    while let Some((n, line)) = lines.next() {
+        let is_last = lines.peek().is_none();
+        if is_last {
+            // Text after the final newline is a write the crash cut short.
+            torn_tail = !line.is_empty();
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(v) if v.is_object() => records.push(v),
+            _ => return Err(format!("line {} is not a JSON object", n + 1)),
+        }
+    }
+    Ok(Transcript { records, torn_tail })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_last_line_is_ignored() {
+        let t = parse(b"{\"kind\":\"header\"}\n{\"kind\":\"item\",\"te").unwrap();
+        assert_eq!(t.records.len(), 1);
+        assert!(t.torn_tail);
+        let t = parse(b"{\"kind\":\"header\"}\n").unwrap();
+        assert!(!t.torn_tail);
+    }
+
+    #[test]
+    fn corruption_before_the_end_is_an_error() {
+        let e = parse(b"{\"kind\":\"header\"}\nxx\n{\"kind\":\"end\"}\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+    }
+}

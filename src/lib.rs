@@ -1,0 +1,47 @@
+//! interviewd: a small daemon that runs AI job interviews over WebSocket,
+//! speaking the OpenAI Realtime API event protocol, and that stops cleanly,
+//! fast, in every state.
+//!
+//! # Layout
+//!
+//! One OS thread runs a `smol::LocalExecutor`. Blocking work runs on named
+//! threads owned by [`workers`].
+//!
+//! - [`server`]: the central loop; owns the session table and selects over
+//!   signals, the listener, session events, finished threads, the sweeper.
+//! - [`session`]: one interview, a future owned through its `Task`; dropping
+//!   the task cancels it.
+//! - [`handshake`]: HTTP request parsing and the WebSocket upgrade.
+//! - [`protocol`]: Realtime GA server events and client event parsing.
+//! - [`interviewer`]: interviewer engines (the scripted one).
+//! - [`assessor`], [`rubric`]: assessor engines (rubric, command).
+//! - [`journal`]: the transcript writer thread and the transcript reader.
+//! - [`shutdown`]: the shutdown sequence, one linear function.
+//! - [`signals`]: the signal-hook thread.
+//! - [`workers`], [`children`]: thread and child-process ownership.
+//! - [`config`], [`script`]: the configuration file and interview scripts.
+//! - [`client`]: the terminal client.
+//! - [`exit`]: exit statuses.
+//!
+//! docs/architecture.md tells the same story at more length.
+
+pub mod assessor;
+pub mod children;
+pub mod client;
+pub mod config;
+pub mod exit;
+pub mod fsutil;
+pub mod handshake;
+pub mod ids;
+pub mod interviewer;
+pub mod journal;
+pub mod logger;
+pub mod protocol;
+pub mod rlimit;
+pub mod rubric;
+pub mod script;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod signals;
+pub mod workers;

@@ -1,0 +1,180 @@
+//! The `interviewd` command. Every error becomes an exit status here, in
+//! one place (see `exit`).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use smol::LocalExecutor;
+
+use interviewd::children::ChildGroups;
+use interviewd::config::{Config, LogLevel};
+use interviewd::journal::Journal;
+use interviewd::script::Script;
+use interviewd::server::{self, Daemon, Overrides};
+use interviewd::workers::Workers;
+use interviewd::{client, exit, logger, rlimit, signals};
+
+/// State directory when neither the config, the command line nor systemd
+/// (`$STATE_DIRECTORY`) names one.
+const DEFAULT_STATE_DIR: &str = "./interviewd-state";
+
+#[derive(Parser)]
+#[command(name = "interviewd", version, about = "An AI job-interview daemon that stops cleanly")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Configuration file (TOML); without it, the embedded defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:8765 (port 0: any free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Where transcripts and reports are kept.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// error, warn, info, debug or trace.
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<LogLevel>,
+    },
+    /// Take an interview in the terminal.
+    Client {
+        /// The daemon's Realtime endpoint.
+        #[arg(default_value = "ws://127.0.0.1:8765/v1/realtime")]
+        url: String,
+    },
+    /// Parse and validate a configuration file, then print the effective configuration.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            state_dir,
+            log_level,
+        } => {
+            let overrides = Overrides {
+                listen,
+                state_dir,
+                log_level,
+            };
+            match serve(config, overrides) {
+                Ok(status) => status,
+                Err(e) => {
+                    log::error!("{e}");
+                    eprintln!("interviewd: {e}");
+                    exit::FAILURE
+                }
+            }
+        }
+        Command::Client { url } => client::run(&url),
+        Command::CheckConfig { file } => check_config(&file),
+    };
+    std::process::exit(status);
+}
+
+fn check_config(file: &Path) -> i32 {
+    let checked = Config::load(file).and_then(|config| {
+        Script::load(config.interview.script.as_deref()).map_err(|e| interviewd::config::ConfigError::Invalid {
+            key: "interview.script",
+            message: e.to_string(),
+        })?;
+        Ok(config)
+    });
+    match checked {
+        Ok(config) => {
+            print!("{}", config.to_toml());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("interviewd: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// Startup errors, with what was being attempted.
+type StartError = String;
+
+fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, StartError> {
+    let config = match &config_path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let config = overrides.apply(config);
+    logger::init(config.server.log_level.filter());
+    let script = Script::load(config.interview.script.as_deref()).map_err(|e| e.to_string())?;
+
+    let state_dir = state_dir(&config);
+    let reports_dir = state_dir.join("reports");
+    std::fs::create_dir_all(&reports_dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", reports_dir.display()))?;
+    match rlimit::raise_nofile() {
+        Ok((old, new)) if old != new => log::info!("open-file limit raised from {old} to {new}"),
+        Ok((_, new)) => log::info!("open-file limit is {new}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
+
+    let workers = Rc::new(RefCell::new(Workers::default()));
+    let children = ChildGroups::default();
+    let (signal_rx, signal_thread) = signals::start(&mut workers.borrow_mut(), children.clone())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let sessions_dir = state_dir.join("sessions");
+    let journal = Journal::start(sessions_dir.clone(), &mut workers.borrow_mut())
+        .map_err(|e| format!("cannot start the journal in {}: {e}", sessions_dir.display()))?;
+
+    let listener = std::net::TcpListener::bind(config.server.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = smol::net::TcpListener::try_from(listener).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+
+    let daemon = Daemon {
+        config: Rc::new(config),
+        config_path,
+        overrides,
+        script: Arc::new(script),
+        journal,
+        workers,
+        children,
+        reports_dir: Rc::new(reports_dir),
+        signal_thread,
+    };
+    log::info!(
+        "interviewd {} state in {}, transcripts in {}",
+        env!("CARGO_PKG_VERSION"),
+        state_dir.display(),
+        sessions_dir.display()
+    );
+    log::info!("listening on {addr}");
+    let ex = LocalExecutor::new();
+    Ok(smol::block_on(ex.run(server::run(&ex, listener, signal_rx, daemon))))
+}
+
+/// The command line or config file wins; then systemd's `$STATE_DIRECTORY`
+/// (its first entry); then the default.
+fn state_dir(config: &Config) -> PathBuf {
+    if let Some(dir) = &config.server.state_dir {
+        return dir.clone();
+    }
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
+        if let Some(first) = dirs.to_string_lossy().split(':').find(|d| !d.is_empty()) {
+            return PathBuf::from(first);
+        }
+    }
+    PathBuf::from(DEFAULT_STATE_DIR)
+}

@@ -1,0 +1,301 @@
+//! The central loop: it owns the session table and selects over signals,
+//! the listener, session events, finished worker threads and the sweeper's
+//! timer. Nothing else touches the table, so it needs no lock.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::Receiver;
+use smol::future::FutureExt;
+use smol::net::{TcpListener, TcpStream};
+use smol::{LocalExecutor, Task, Timer};
+
+use crate::children::ChildGroups;
+use crate::config::Config;
+use crate::ids;
+use crate::journal::{EndReason, Journal};
+use crate::script::Script;
+use crate::session::{self, Control, Env, Event, Phase, Shared};
+use crate::shutdown::{self, Shutdown};
+use crate::signals::{Signal, SignalThread};
+use crate::workers::Workers;
+
+/// How long accepting pauses after accept() fails for lack of resources
+/// (EMFILE and friends): long enough not to spin on a full fd table,
+/// short enough that a freed descriptor is used quickly.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One live connection in the table.
+pub struct Entry {
+    /// The session's future. Dropping it cancels the session.
+    pub task: Task<()>,
+    /// Shutdown tells the session to close its client through this.
+    pub control: async_channel::Sender<Control>,
+    /// Phase and activity, read by the sweeper and the shutdown log.
+    pub shared: Rc<Shared>,
+    /// False for connections being refused with 503; they do not count
+    /// towards `limits.max_sessions`.
+    pub admitted: bool,
+}
+
+pub type Table = BTreeMap<u64, Entry>;
+
+/// Settings given on the command line; they win over the file, on reload too.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub log_level: Option<crate::config::LogLevel>,
+}
+
+impl Overrides {
+    pub fn apply(&self, mut config: Config) -> Config {
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.server.state_dir = Some(dir.clone());
+        }
+        if let Some(level) = self.log_level {
+            config.server.log_level = level;
+        }
+        config
+    }
+}
+
+/// Everything the loop owns besides the table.
+pub struct Daemon {
+    pub config: Rc<Config>,
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+    pub script: Arc<Script>,
+    pub journal: Journal,
+    pub workers: Rc<RefCell<Workers>>,
+    pub children: ChildGroups,
+    pub reports_dir: Rc<PathBuf>,
+    pub signal_thread: SignalThread,
+}
+
+enum Wake {
+    Signal(Option<Signal>),
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    AcceptResume,
+    Session(Event),
+    WorkerDone(u64),
+    Sweep,
+}
+
+/// Serves until a terminating signal, then runs the shutdown sequence and
+/// returns the process exit status.
+pub async fn run(ex: &LocalExecutor<'_>, listener: TcpListener, signals: Receiver<Signal>, mut daemon: Daemon) -> i32 {
+    let mut table = Table::new();
+    let (events_tx, events) = async_channel::unbounded();
+    let done_workers = daemon.workers.borrow().done_events();
+    let mut next_key = 0u64;
+    let mut next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
+    let mut accept_paused_until: Option<Instant> = None;
+    let mut signals_alive = true;
+    let trigger = loop {
+        let wake = async {
+            if !signals_alive {
+                return std::future::pending().await;
+            }
+            Wake::Signal(signals.recv().await.ok())
+        }
+        .or(async { Wake::Session(events.recv().await.expect("the loop holds a sender")) })
+        .or(async { Wake::WorkerDone(done_workers.recv().await.expect("the registry holds a sender")) })
+        .or(async {
+            Timer::at(next_sweep).await;
+            Wake::Sweep
+        })
+        .or(async {
+            match accept_paused_until {
+                Some(until) => {
+                    Timer::at(until).await;
+                    Wake::AcceptResume
+                }
+                None => Wake::Accepted(listener.accept().await),
+            }
+        })
+        .await;
+        match wake {
+            Wake::Signal(Some(Signal::Terminate(name))) => break name,
+            Wake::Signal(Some(Signal::Reload)) => reload(&mut daemon),
+            Wake::Signal(None) => {
+                log::error!("the signal thread has stopped; signals are no longer handled");
+                signals_alive = false;
+            }
+            Wake::Accepted(Ok((stream, peer))) => {
+                let _ = stream.set_nodelay(true);
+                let admitted = table.values().filter(|e| e.admitted).count() < daemon.config.limits.max_sessions;
+                let key = next_key;
+                next_key += 1;
+                let entry = spawn_session(ex, &daemon, &events_tx, key, stream, peer, admitted);
+                table.insert(key, entry);
+            }
+            Wake::Accepted(Err(e)) => {
+                if is_resource_exhaustion(&e) {
+                    log::warn!(
+                        "accept failed: {e}; pausing accepts for {} ms, live sessions carry on",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                } else {
+                    log::debug!("accept: {e}");
+                }
+            }
+            Wake::AcceptResume => accept_paused_until = None,
+            Wake::Session(Event::Ended(key)) => {
+                table.remove(&key);
+            }
+            Wake::WorkerDone(id) => daemon.workers.borrow_mut().reap(id),
+            Wake::Sweep => {
+                sweep(&mut table, &daemon.config);
+                next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
+            }
+        }
+    };
+    let sequence = Shutdown {
+        trigger,
+        config: daemon.config.clone(),
+        journal: daemon.journal.clone(),
+        workers: daemon.workers.clone(),
+        children: daemon.children.clone(),
+        signal_thread: daemon.signal_thread,
+    };
+    shutdown::run(sequence, listener, table).await
+}
+
+fn spawn_session(
+    ex: &LocalExecutor<'_>,
+    daemon: &Daemon,
+    events: &async_channel::Sender<Event>,
+    key: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: bool,
+) -> Entry {
+    let shared = Rc::new(Shared::new(ids::session_id()));
+    let (control, control_rx) = async_channel::bounded(1);
+    let env = Env {
+        config: daemon.config.clone(),
+        script: daemon.script.clone(),
+        journal: daemon.journal.clone(),
+        workers: daemon.workers.clone(),
+        children: daemon.children.clone(),
+        reports_dir: daemon.reports_dir.clone(),
+        events: events.clone(),
+    };
+    let task = ex.spawn(session::run(key, shared.clone(), env, stream, peer, admitted, control_rx));
+    Entry {
+        task,
+        control,
+        shared,
+        admitted,
+    }
+}
+
+/// accept() errors that mean "out of descriptors or memory": retrying at
+/// once would spin, so the loop backs off.
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOMEM) | Some(libc::ENOBUFS)
+    ) || e.kind() == ErrorKind::OutOfMemory
+}
+
+/// Removes sessions whose client has been silent for `sessions.idle_timeout`.
+/// Sessions being assessed are left alone: they end when the assessment
+/// does, within `assessment.timeout`.
+fn sweep(table: &mut Table, config: &Config) {
+    let idle_timeout = config.sessions.idle_timeout.0;
+    let stale: Vec<u64> = table
+        .iter()
+        .filter(|(_, e)| matches!(e.shared.phase.get(), Phase::Interview | Phase::Handshake))
+        .filter(|(_, e)| e.shared.last_activity.get().elapsed() >= idle_timeout)
+        .map(|(&key, _)| key)
+        .collect();
+    for key in stale {
+        if let Some(entry) = table.remove(&key) {
+            let idle = entry.shared.last_activity.get().elapsed();
+            log::info!(
+                "session {} ended: stale (no client activity for {} s)",
+                entry.shared.id,
+                idle.as_secs()
+            );
+            entry.shared.cancel_reason.set(EndReason::Stale);
+            drop(entry.task); // cancels the session; its guard writes the end line
+        }
+    }
+}
+
+/// SIGHUP: re-reads the configuration file. Live sessions keep what they
+/// started with; new sessions get the new script, limits and timings.
+fn reload(daemon: &mut Daemon) {
+    let Some(path) = daemon.config_path.clone() else {
+        log::warn!("SIGHUP: no --config file was given; nothing to reload");
+        return;
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => daemon.overrides.apply(c),
+        Err(e) => {
+            log::error!("SIGHUP: reload refused, keeping the current configuration: {e}");
+            return;
+        }
+    };
+    for (key, same) in [
+        ("server.listen", config.server.listen == daemon.config.server.listen),
+        ("server.state_dir", config.server.state_dir == daemon.config.server.state_dir),
+    ] {
+        if !same {
+            log::error!("SIGHUP: reload refused: `{key}` cannot change without a restart");
+            return;
+        }
+    }
+    let script = match Script::load(config.interview.script.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("SIGHUP: reload refused, keeping the current configuration: {e}");
+            return;
+        }
+    };
+    let mut changed = changed_keys(&daemon.config, &config);
+    if script != *daemon.script {
+        changed.push("interview script contents".into());
+    }
+    log::set_max_level(config.server.log_level.filter());
+    daemon.config = Rc::new(config);
+    daemon.script = Arc::new(script);
+    if changed.is_empty() {
+        log::info!("SIGHUP: configuration reloaded, nothing changed");
+    } else {
+        log::info!("SIGHUP: configuration reloaded; changed: {}", changed.join(", "));
+    }
+}
+
+/// The dotted keys whose values differ between two configurations.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let flatten = |c: &Config| -> BTreeMap<String, String> {
+        let value: toml::Table = toml::from_str(&c.to_toml()).expect("own TOML parses");
+        let mut out = BTreeMap::new();
+        for (section, table) in value {
+            if let toml::Value::Table(t) = table {
+                for (key, v) in t {
+                    out.insert(format!("{section}.{key}"), v.to_string());
+                }
+            }
+        }
+        out
+    };
+    let (a, b) = (flatten(old), flatten(new));
+    let mut keys: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter(|k| a.get(k) != b.get(k)).collect()
+}

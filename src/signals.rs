@@ -1,0 +1,77 @@
+//! The signal thread: signal-hook turns SIGINT, SIGTERM and SIGHUP into
+//! messages on a channel that the central loop selects over.
+//!
+//! The second SIGINT/SIGTERM is handled here, not in the loop: shutdown may be
+//! waiting on a stuck thread, and the operator's second Ctrl+C must work even
+//! then. This thread kills the assessment process groups and exits at once.
+
+use async_channel::{Receiver, Sender};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::{Handle, Signals};
+
+use crate::children::ChildGroups;
+use crate::exit;
+use crate::workers::{WorkerKind, Workers};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM: begin the shutdown sequence.
+    Terminate(&'static str),
+    /// SIGHUP: re-read the configuration.
+    Reload,
+}
+
+/// Owns the signal thread; `close` ends it.
+pub struct SignalThread {
+    handle: Handle,
+}
+
+impl SignalThread {
+    /// Ends the thread; call it last, since after it a second signal no
+    /// longer forces an exit.
+    pub fn close(&self) {
+        self.handle.close();
+    }
+}
+
+pub fn start(workers: &mut Workers, children: ChildGroups) -> std::io::Result<(Receiver<Signal>, SignalThread)> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let handle = signals.handle();
+    let (tx, rx) = async_channel::unbounded();
+    workers.spawn("signals".into(), WorkerKind::Signals, move || {
+        forward(&mut signals, &tx, &children);
+    })?;
+    Ok((rx, SignalThread { handle }))
+}
+
+fn forward(signals: &mut Signals, tx: &Sender<Signal>, children: &ChildGroups) {
+    let mut terminating = false;
+    for signal in signals.forever() {
+        let name = match signal {
+            SIGINT => "SIGINT",
+            SIGTERM => "SIGTERM",
+            _ => {
+                let _ = tx.try_send(Signal::Reload);
+                continue;
+            }
+        };
+        if terminating {
+            force_exit(name, children);
+        }
+        terminating = true;
+        let _ = tx.try_send(Signal::Terminate(name));
+    }
+}
+
+fn force_exit(name: &str, children: &ChildGroups) -> ! {
+    let killed = children.signal_all(libc::SIGKILL);
+    log::error!(
+        "second {name} during shutdown: exiting now (status {}), {killed} assessment process group(s) killed",
+        exit::FORCED
+    );
+    // _exit, not exit: other threads are still running and must not race
+    // with atexit handlers. Nothing acknowledged is lost: every acknowledged
+    // answer was fsynced before it was acknowledged.
+    // SAFETY: _exit has no preconditions.
+    unsafe { libc::_exit(exit::FORCED) }
+}

@@ -124,8 +124,15 @@ pub fn start(
     let name = format!("assess-{}", &input.session_id[5..13]);
     workers.spawn(name, WorkerKind::Assessment, move || {
         let report = match &assessor {
-            Assessor::Rubric => Ok(rubric::assess(&input.session_id, &input.script, &input.answers, &now_rfc3339())),
-            Assessor::Command { argv } => run_command(argv, &input.transcript, &children, &job_pgid),
+            Assessor::Rubric => Ok(rubric::assess(
+                &input.session_id,
+                &input.script,
+                &input.answers,
+                &now_rfc3339(),
+            )),
+            Assessor::Command { argv } => {
+                run_command(argv, &input.transcript, &children, &job_pgid)
+            }
         };
         let outcome = report.and_then(|report| {
             let path = reports_dir.join(format!("{}.json", input.session_id));
@@ -139,7 +146,12 @@ pub fn start(
     Ok(Running { result, pgid })
 }
 
-fn run_command(argv: &[String], transcript: &Value, children: &ChildGroups, pgid: &AtomicI32) -> Result<Value, String> {
+fn run_command(
+    argv: &[String],
+    transcript: &Value,
+    children: &ChildGroups,
+    pgid: &AtomicI32,
+) -> Result<Value, String> {
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -188,7 +200,9 @@ fn run_command(argv: &[String], transcript: &Value, children: &ChildGroups, pgid
 
     let status = status.map_err(|e| format!("waiting for the assessor: {e}"))?;
     if out.len() as u64 > MAX_REPORT_BYTES {
-        return Err(format!("the assessor printed more than {MAX_REPORT_BYTES} bytes"));
+        return Err(format!(
+            "the assessor printed more than {MAX_REPORT_BYTES} bytes"
+        ));
     }
     if !status.success() {
         return Err(match status.code() {

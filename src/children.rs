@@ -18,7 +18,9 @@ pub struct ChildGroups {
 impl ChildGroups {
     fn groups(&self) -> MutexGuard<'_, BTreeSet<libc::pid_t>> {
         // A panic while holding this lock cannot leave the set inconsistent.
-        self.inner.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn add(&self, pgid: libc::pid_t) {
@@ -40,7 +42,10 @@ impl ChildGroups {
     /// Sends `signal` to every registered group; returns how many were signalled.
     pub fn signal_all(&self, signal: libc::c_int) -> usize {
         let groups = self.groups();
-        groups.iter().filter(|&&pgid| kill_group(pgid, signal)).count()
+        groups
+            .iter()
+            .filter(|&&pgid| kill_group(pgid, signal))
+            .count()
     }
 }
 

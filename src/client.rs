@@ -91,7 +91,9 @@ async fn interview(url: &str) -> Result<i32, String> {
                 waiting_for_answer = false;
                 let input = lines.recv().await.unwrap_or(Input::Eof);
                 let events = match input {
-                    Input::Line(line) if line.trim() == "/finish" => vec![json!({"type": "interview.finish"})],
+                    Input::Line(line) if line.trim() == "/finish" => {
+                        vec![json!({"type": "interview.finish"})]
+                    }
                     Input::Line(line) if line.trim().is_empty() => {
                         prompt();
                         waiting_for_answer = true;
@@ -119,7 +121,9 @@ async fn interview(url: &str) -> Result<i32, String> {
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(frame))) => {
-                let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
                 if code != 1000 {
                     println!("\nThe server closed the interview ({code} {reason}).");
                     return Ok(exit::FAILURE);
@@ -130,9 +134,13 @@ async fn interview(url: &str) -> Result<i32, String> {
             Some(Err(e)) => return Err(format!("connection lost: {e}")),
             None => return Ok(exit::OK),
         };
-        let event: Value = serde_json::from_str(text.as_str()).map_err(|e| format!("bad event from server: {e}"))?;
+        let event: Value = serde_json::from_str(text.as_str())
+            .map_err(|e| format!("bad event from server: {e}"))?;
         match event["type"].as_str().unwrap_or_default() {
-            "session.created" => println!("Connected ({}). Answer each question on one line; /finish ends early.\n", event["session"]["id"].as_str().unwrap_or("?")),
+            "session.created" => println!(
+                "Connected ({}). Answer each question on one line; /finish ends early.\n",
+                event["session"]["id"].as_str().unwrap_or("?")
+            ),
             "response.output_text.delta" => {
                 print!("{}", event["delta"].as_str().unwrap_or_default());
                 let _ = std::io::stdout().flush();
@@ -142,7 +150,10 @@ async fn interview(url: &str) -> Result<i32, String> {
                 prompt();
                 waiting_for_answer = true;
             }
-            "error" => eprintln!("\r[server] {}", event["error"]["message"].as_str().unwrap_or("error")),
+            "error" => eprintln!(
+                "\r[server] {}",
+                event["error"]["message"].as_str().unwrap_or("error")
+            ),
             "interview.assessment.started" => {
                 waiting_for_answer = false;
                 print!("\rGenerating your assessment {}", SPINNER[0]);
@@ -151,7 +162,10 @@ async fn interview(url: &str) -> Result<i32, String> {
             "interview.keepalive" => {
                 spinner += 1;
                 let secs = event["elapsed_ms"].as_u64().unwrap_or(0) / 1000;
-                print!("\rGenerating your assessment {} {secs}s", SPINNER[spinner % SPINNER.len()]);
+                print!(
+                    "\rGenerating your assessment {} {secs}s",
+                    SPINNER[spinner % SPINNER.len()]
+                );
                 let _ = std::io::stdout().flush();
             }
             "interview.assessment.completed" => {
@@ -159,7 +173,10 @@ async fn interview(url: &str) -> Result<i32, String> {
                 print_report(&event["report"]);
             }
             "interview.assessment.failed" => {
-                println!("\r\nThe assessment failed: {}", event["reason"].as_str().unwrap_or("unknown reason"));
+                println!(
+                    "\r\nThe assessment failed: {}",
+                    event["reason"].as_str().unwrap_or("unknown reason")
+                );
                 return Ok(exit::FAILURE);
             }
             _ => {}
@@ -175,7 +192,10 @@ fn prompt() {
 fn print_report(report: &Value) {
     println!("== Assessment ==");
     if let Some(score) = report["overall_score"].as_u64() {
-        println!("Overall: {score}/100 ({})", report["band"].as_str().unwrap_or("-"));
+        println!(
+            "Overall: {score}/100 ({})",
+            report["band"].as_str().unwrap_or("-")
+        );
     }
     if let Some(summary) = report["summary"].as_str() {
         println!("{summary}");
@@ -192,6 +212,9 @@ fn print_report(report: &Value) {
         }
     } else {
         // A `command` assessor's report has no fixed shape: show it whole.
-        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
     }
 }

@@ -152,17 +152,32 @@ impl Default for Shutdown {
 /// An error in the configuration, naming the key (or the file) at fault.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read { path: PathBuf, source: std::io::Error },
-    Parse { path: PathBuf, message: String },
-    Invalid { key: &'static str, message: String },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        message: String,
+    },
+    Invalid {
+        key: &'static str,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
-            ConfigError::Parse { path, message } => write!(f, "{}: {}", path.display(), message.trim_end()),
-            ConfigError::Invalid { key, message } => write!(f, "invalid value for `{key}`: {message}"),
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            ConfigError::Parse { path, message } => {
+                write!(f, "{}: {}", path.display(), message.trim_end())
+            }
+            ConfigError::Invalid { key, message } => {
+                write!(f, "invalid value for `{key}`: {message}")
+            }
         }
     }
 }
@@ -221,7 +236,10 @@ impl Config {
         };
         let positive: [(&'static str, Dur); 8] = [
             ("assessment.timeout", self.assessment.timeout),
-            ("assessment.keepalive_interval", self.assessment.keepalive_interval),
+            (
+                "assessment.keepalive_interval",
+                self.assessment.keepalive_interval,
+            ),
             ("sessions.idle_timeout", self.sessions.idle_timeout),
             ("sessions.sweep_interval", self.sessions.sweep_interval),
             ("sessions.ping_interval", self.sessions.ping_interval),
@@ -249,7 +267,9 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return invalid("limits.max_message_bytes", "must be at least 1024");
         }
-        if self.limits.max_text_bytes == 0 || self.limits.max_text_bytes > self.limits.max_message_bytes {
+        if self.limits.max_text_bytes == 0
+            || self.limits.max_text_bytes > self.limits.max_message_bytes
+        {
             return invalid(
                 "limits.max_text_bytes",
                 "must be between 1 and limits.max_message_bytes",
@@ -259,7 +279,10 @@ impl Config {
             return invalid("limits.max_invalid_events", "must be at least 1");
         }
         if self.shutdown.close_grace.0 >= self.shutdown.deadline.0 {
-            return invalid("shutdown.close_grace", "must be shorter than shutdown.deadline");
+            return invalid(
+                "shutdown.close_grace",
+                "must be shorter than shutdown.deadline",
+            );
         }
         Ok(())
     }
@@ -289,9 +312,11 @@ impl fmt::Debug for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"250ms\", \"3s\" or \"5m\" ({e})")))
+        humantime::parse_duration(&text).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like \"250ms\", \"3s\" or \"5m\" ({e})"
+            ))
+        })
     }
 }
 
@@ -332,7 +357,9 @@ impl std::str::FromStr for LogLevel {
             "info" => Ok(LogLevel::Info),
             "debug" => Ok(LogLevel::Debug),
             "trace" => Ok(LogLevel::Trace),
-            _ => Err(format!("`{s}` is not one of error, warn, info, debug, trace")),
+            _ => Err(format!(
+                "`{s}` is not one of error, warn, info, debug, trace"
+            )),
         }
     }
 }
@@ -353,27 +380,37 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::parse("[sessions]\nidle_timout = \"3s\"\n").unwrap_err().to_string();
+        let err = Config::parse("[sessions]\nidle_timout = \"3s\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("idle_timout"), "{err}");
     }
 
     #[test]
     fn bad_durations_are_named() {
-        let err = Config::parse("[assessment]\ntimeout = \"soon\"\n").unwrap_err().to_string();
+        let err = Config::parse("[assessment]\ntimeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timeout") && err.contains("soon"), "{err}");
-        let err = Config::parse("[shutdown]\ndeadline = \"0s\"\n").unwrap_err().to_string();
+        let err = Config::parse("[shutdown]\ndeadline = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shutdown.deadline"), "{err}");
     }
 
     #[test]
     fn command_assessor_needs_a_command() {
-        let err = Config::parse("[assessment]\nkind = \"command\"\n").unwrap_err().to_string();
+        let err = Config::parse("[assessment]\nkind = \"command\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("assessment.command"), "{err}");
     }
 
     #[test]
     fn effective_config_round_trips() {
-        let c = Config::parse("[limits]\nmax_sessions = 7\n[sessions]\nping_interval = \"250ms\"\n").unwrap();
+        let c =
+            Config::parse("[limits]\nmax_sessions = 7\n[sessions]\nping_interval = \"250ms\"\n")
+                .unwrap();
         let again = Config::parse(&c.to_toml()).unwrap();
         assert_eq!(c, again);
     }

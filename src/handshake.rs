@@ -57,12 +57,22 @@ impl From<std::io::Error> for HandshakeError {
 
 /// Reads the request and upgrades it. `admit` is false when the daemon is
 /// at `limits.max_sessions`: the request is answered with 503.
-pub async fn accept(mut stream: TcpStream, admit: bool, config: WebSocketConfig) -> Result<Ws, HandshakeError> {
+pub async fn accept(
+    mut stream: TcpStream,
+    admit: bool,
+    config: WebSocketConfig,
+) -> Result<Ws, HandshakeError> {
     let (head_len, buf) = read_head(&mut stream).await?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     if request.parse(&buf[..head_len]).is_err() {
-        return refuse(&mut stream, 400, "malformed HTTP request\n", HandshakeError::BadRequest("malformed")).await;
+        return refuse(
+            &mut stream,
+            400,
+            "malformed HTTP request\n",
+            HandshakeError::BadRequest("malformed"),
+        )
+        .await;
     }
     let path = request.path.unwrap_or("");
     let path = path.split('?').next().unwrap_or("");
@@ -71,7 +81,13 @@ pub async fn accept(mut stream: TcpStream, admit: bool, config: WebSocketConfig)
         return refuse(&mut stream, 404, &body, HandshakeError::Refused(404)).await;
     }
     if request.method != Some("GET") {
-        return refuse(&mut stream, 405, "use GET with a WebSocket upgrade\n", HandshakeError::Refused(405)).await;
+        return refuse(
+            &mut stream,
+            405,
+            "use GET with a WebSocket upgrade\n",
+            HandshakeError::Refused(405),
+        )
+        .await;
     }
     let header = |name: &str| {
         request
@@ -81,9 +97,14 @@ pub async fn accept(mut stream: TcpStream, admit: bool, config: WebSocketConfig)
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
     let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let connection = header("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let connection = header("connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
     let version_ok = header("sec-websocket-version") == Some("13");
-    let (Some(key), true, true, true) = (header("sec-websocket-key"), upgrade, connection, version_ok) else {
+    let (Some(key), true, true, true) =
+        (header("sec-websocket-key"), upgrade, connection, version_ok)
+    else {
         let body = "this endpoint speaks WebSocket (version 13) only\n";
         return refuse(&mut stream, 426, body, HandshakeError::Refused(426)).await;
     };
@@ -119,7 +140,10 @@ async fn read_head(stream: &mut TcpStream) -> Result<(usize, Vec<u8>), Handshake
         }
         let searched_from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf[searched_from..].windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(pos) = buf[searched_from..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+        {
             return Ok((searched_from + pos + 4, buf));
         }
         if buf.len() > MAX_REQUEST_HEAD {
@@ -130,7 +154,12 @@ async fn read_head(stream: &mut TcpStream) -> Result<(usize, Vec<u8>), Handshake
     }
 }
 
-async fn refuse(stream: &mut TcpStream, status: u16, body: &str, error: HandshakeError) -> Result<Ws, HandshakeError> {
+async fn refuse(
+    stream: &mut TcpStream,
+    status: u16,
+    body: &str,
+    error: HandshakeError,
+) -> Result<Ws, HandshakeError> {
     write_response(stream, status, body).await?;
     Err(error)
 }

@@ -18,7 +18,11 @@ pub fn session_id() -> String {
 /// True for strings `session_id` could have produced; used before a
 /// client-supplied id is turned into a path.
 pub fn is_session_id(s: &str) -> bool {
-    s.len() == 37 && s.starts_with("sess_") && s[5..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 37
+        && s.starts_with("sess_")
+        && s[5..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Per-session counters for event, item and response ids. Ids only need to

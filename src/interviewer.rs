@@ -95,7 +95,10 @@ impl Scripted {
     }
 
     fn opening(&mut self) -> Turn {
-        Turn::Ask(format!("{}\n\n{}", self.script.greeting, self.script.questions[0].text))
+        Turn::Ask(format!(
+            "{}\n\n{}",
+            self.script.greeting, self.script.questions[0].text
+        ))
     }
 
     fn respond(&mut self, answer_words: usize) -> Turn {
@@ -129,7 +132,10 @@ impl Scripted {
         if self.closed {
             return None;
         }
-        self.script.questions.get(self.current).map(|q| q.id.as_str())
+        self.script
+            .questions
+            .get(self.current)
+            .map(|q| q.id.as_str())
     }
 }
 

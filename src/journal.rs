@@ -90,12 +90,18 @@ impl Journal {
     pub fn start(dir: PathBuf, workers: &mut Workers) -> std::io::Result<Journal> {
         std::fs::create_dir_all(&dir)?;
         let (tx, rx) = async_channel::unbounded();
-        workers.spawn("journal-writer".into(), WorkerKind::Journal, move || writer(dir, rx))?;
+        workers.spawn("journal-writer".into(), WorkerKind::Journal, move || {
+            writer(dir, rx)
+        })?;
         Ok(Journal { tx })
     }
 
     /// Appends a record and waits until it is on disk.
-    pub async fn append_durable(&self, session: &Arc<str>, record: Value) -> Result<(), JournalError> {
+    pub async fn append_durable(
+        &self,
+        session: &Arc<str>,
+        record: Value,
+    ) -> Result<(), JournalError> {
         let (ack, done) = async_channel::bounded(1);
         self.send(session, record, Some(ack), false)?;
         done.recv().await.unwrap_or(Err(JournalError::Closed))
@@ -156,7 +162,10 @@ fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
         }
         commit(&dir, &mut files, batch);
     }
-    log::debug!("journal writer: channel closed and drained, {} file(s) open", files.len());
+    log::debug!(
+        "journal writer: channel closed and drained, {} file(s) open",
+        files.len()
+    );
 }
 
 /// Writes a batch, syncs every file it touched, then acknowledges.
@@ -214,7 +223,12 @@ fn commit(dir: &Path, files: &mut HashMap<Arc<str>, File>, batch: Vec<Op>) {
     }
 }
 
-fn write_line(dir: &Path, files: &mut HashMap<Arc<str>, File>, op: &Op, created: &mut bool) -> std::io::Result<()> {
+fn write_line(
+    dir: &Path,
+    files: &mut HashMap<Arc<str>, File>,
+    op: &Op,
+    created: &mut bool,
+) -> std::io::Result<()> {
     if !files.contains_key(&op.session) {
         let path = dir.join(format!("{}.jsonl", op.session));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -249,7 +263,12 @@ impl Transcript {
 /// `torn_tail`); a corrupt line anywhere else is an error naming the line.
 pub fn read(path: &Path) -> std::io::Result<Transcript> {
     let bytes = std::fs::read(path)?;
-    parse(&bytes).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {m}", path.display())))
+    parse(&bytes).map_err(|m| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {m}", path.display()),
+        )
+    })
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Transcript, String> {

@@ -23,7 +23,11 @@ use interviewd::{client, exit, logger, rlimit, signals};
 const DEFAULT_STATE_DIR: &str = "./interviewd-state";
 
 #[derive(Parser)]
-#[command(name = "interviewd", version, about = "An AI job-interview daemon that stops cleanly")]
+#[command(
+    name = "interviewd",
+    version,
+    about = "An AI job-interview daemon that stops cleanly"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,9 +94,11 @@ fn main() {
 
 fn check_config(file: &Path) -> i32 {
     let checked = Config::load(file).and_then(|config| {
-        Script::load(config.interview.script.as_deref()).map_err(|e| interviewd::config::ConfigError::Invalid {
-            key: "interview.script",
-            message: e.to_string(),
+        Script::load(config.interview.script.as_deref()).map_err(|e| {
+            interviewd::config::ConfigError::Invalid {
+                key: "interview.script",
+                message: e.to_string(),
+            }
         })?;
         Ok(config)
     });
@@ -122,8 +128,12 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
 
     let state_dir = state_dir(&config);
     let reports_dir = state_dir.join("reports");
-    std::fs::create_dir_all(&reports_dir)
-        .map_err(|e| format!("cannot create state directory {}: {e}", reports_dir.display()))?;
+    std::fs::create_dir_all(&reports_dir).map_err(|e| {
+        format!(
+            "cannot create state directory {}: {e}",
+            reports_dir.display()
+        )
+    })?;
     match rlimit::raise_nofile() {
         Ok((old, new)) if old != new => log::info!("open-file limit raised from {old} to {new}"),
         Ok((_, new)) => log::info!("open-file limit is {new}"),
@@ -135,13 +145,18 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
     let (signal_rx, signal_thread) = signals::start(&mut workers.borrow_mut(), children.clone())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let sessions_dir = state_dir.join("sessions");
-    let journal = Journal::start(sessions_dir.clone(), &mut workers.borrow_mut())
-        .map_err(|e| format!("cannot start the journal in {}: {e}", sessions_dir.display()))?;
+    let journal = Journal::start(sessions_dir.clone(), &mut workers.borrow_mut()).map_err(|e| {
+        format!(
+            "cannot start the journal in {}: {e}",
+            sessions_dir.display()
+        )
+    })?;
 
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = smol::net::TcpListener::try_from(listener).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = smol::net::TcpListener::try_from(listener)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
 
     let daemon = Daemon {
         config: Rc::new(config),
@@ -162,7 +177,9 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
     );
     log::info!("listening on {addr}");
     let ex = LocalExecutor::new();
-    Ok(smol::block_on(ex.run(server::run(&ex, listener, signal_rx, daemon))))
+    Ok(smol::block_on(
+        ex.run(server::run(&ex, listener, signal_rx, daemon)),
+    ))
 }
 
 /// The command line or config file wins; then systemd's `$STATE_DIRECTORY`

@@ -90,7 +90,12 @@ pub fn session_created(session_id: &str, instructions: &str, expires_at: u64) ->
 /// The whole event sequence the real API sends for one completed text
 /// response: the response and its single message item, the item's one text
 /// part streamed as deltas, then everything marked done.
-pub fn text_response(response_id: &str, conversation_id: &str, item: &Item, previous_item_id: Option<&str>) -> Vec<Value> {
+pub fn text_response(
+    response_id: &str,
+    conversation_id: &str,
+    item: &Item,
+    previous_item_id: Option<&str>,
+) -> Vec<Value> {
     let response = |status: &str, output: Value| {
         json!({
             "id": response_id,
@@ -230,12 +235,18 @@ pub fn assessment_failed(session_id: &str, reason: &str) -> Value {
 #[derive(Debug, PartialEq)]
 pub enum ClientEvent {
     /// `conversation.item.create` with a user text message.
-    CreateItem { text: String },
+    CreateItem {
+        text: String,
+    },
     /// `response.create`: the interviewer's next turn.
     CreateResponse,
     CancelResponse,
-    DeleteItem { item_id: String },
-    RetrieveItem { item_id: String },
+    DeleteItem {
+        item_id: String,
+    },
+    RetrieveItem {
+        item_id: String,
+    },
     /// `interview.finish`: skip the remaining questions.
     Finish,
 }
@@ -250,7 +261,11 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
-    pub fn invalid(code: &'static str, message: impl Into<String>, param: Option<&str>) -> ProtocolError {
+    pub fn invalid(
+        code: &'static str,
+        message: impl Into<String>,
+        param: Option<&str>,
+    ) -> ProtocolError {
         ProtocolError {
             kind: "invalid_request_error",
             code,
@@ -271,34 +286,72 @@ impl ProtocolError {
 
 /// Parses one text frame. Returns the client's `event_id` (when it sent a
 /// usable one) so that errors can point at the offending event.
-pub fn parse(text: &str, max_text_bytes: usize) -> (Option<String>, Result<ClientEvent, ProtocolError>) {
+pub fn parse(
+    text: &str,
+    max_text_bytes: usize,
+) -> (Option<String>, Result<ClientEvent, ProtocolError>) {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            return (None, Err(ProtocolError::invalid("invalid_json", format!("the frame is not valid JSON: {e}"), None)));
+            return (
+                None,
+                Err(ProtocolError::invalid(
+                    "invalid_json",
+                    format!("the frame is not valid JSON: {e}"),
+                    None,
+                )),
+            );
         }
     };
     let Some(obj) = value.as_object() else {
-        return (None, Err(ProtocolError::invalid("invalid_event", "an event must be a JSON object", None)));
+        return (
+            None,
+            Err(ProtocolError::invalid(
+                "invalid_event",
+                "an event must be a JSON object",
+                None,
+            )),
+        );
     };
     let event_id = match obj.get("event_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= MAX_EVENT_ID => Some(s.clone()),
         Some(Value::String(_)) => {
             let msg = format!("`event_id` is longer than {MAX_EVENT_ID} bytes");
-            return (None, Err(ProtocolError::invalid("string_above_max_length", msg, Some("event_id"))));
+            return (
+                None,
+                Err(ProtocolError::invalid(
+                    "string_above_max_length",
+                    msg,
+                    Some("event_id"),
+                )),
+            );
         }
         Some(_) => {
-            return (None, Err(ProtocolError::invalid("invalid_type", "`event_id` must be a string", Some("event_id"))));
+            return (
+                None,
+                Err(ProtocolError::invalid(
+                    "invalid_type",
+                    "`event_id` must be a string",
+                    Some("event_id"),
+                )),
+            );
         }
     };
     let result = parse_event(obj, max_text_bytes);
     (event_id, result)
 }
 
-fn parse_event(obj: &serde_json::Map<String, Value>, max_text_bytes: usize) -> Result<ClientEvent, ProtocolError> {
+fn parse_event(
+    obj: &serde_json::Map<String, Value>,
+    max_text_bytes: usize,
+) -> Result<ClientEvent, ProtocolError> {
     let Some(ty) = obj.get("type").and_then(Value::as_str) else {
-        return Err(ProtocolError::invalid("missing_required_parameter", "missing required parameter: `type`", Some("type")));
+        return Err(ProtocolError::invalid(
+            "missing_required_parameter",
+            "missing required parameter: `type`",
+            Some("type"),
+        ));
     };
     let audio = |what: &str| {
         Err(ProtocolError::invalid(
@@ -311,19 +364,29 @@ fn parse_event(obj: &serde_json::Map<String, Value>, max_text_bytes: usize) -> R
         "conversation.item.create" => parse_item_create(obj, max_text_bytes),
         "response.create" => Ok(ClientEvent::CreateResponse),
         "response.cancel" => Ok(ClientEvent::CancelResponse),
-        "conversation.item.delete" => Ok(ClientEvent::DeleteItem { item_id: item_id(obj)? }),
-        "conversation.item.retrieve" => Ok(ClientEvent::RetrieveItem { item_id: item_id(obj)? }),
+        "conversation.item.delete" => Ok(ClientEvent::DeleteItem {
+            item_id: item_id(obj)?,
+        }),
+        "conversation.item.retrieve" => Ok(ClientEvent::RetrieveItem {
+            item_id: item_id(obj)?,
+        }),
         "interview.finish" => Ok(ClientEvent::Finish),
         "session.update" => Err(ProtocolError::invalid(
             "session_update_not_allowed",
             "session.update is refused: the interviewer's instructions are set by the operator",
             Some("session"),
         )),
-        "input_audio_buffer.append" | "input_audio_buffer.commit" | "input_audio_buffer.clear" => audio(ty),
+        "input_audio_buffer.append" | "input_audio_buffer.commit" | "input_audio_buffer.clear" => {
+            audio(ty)
+        }
         "conversation.item.truncate" | "output_audio_buffer.clear" => audio(ty),
         other => {
             let shown: String = other.chars().take(64).collect();
-            Err(ProtocolError::invalid("invalid_value", format!("unknown event type `{shown}`"), Some("type")))
+            Err(ProtocolError::invalid(
+                "invalid_value",
+                format!("unknown event type `{shown}`"),
+                Some("type"),
+            ))
         }
     }
 }
@@ -331,7 +394,11 @@ fn parse_event(obj: &serde_json::Map<String, Value>, max_text_bytes: usize) -> R
 fn item_id(obj: &serde_json::Map<String, Value>) -> Result<String, ProtocolError> {
     match obj.get("item_id").and_then(Value::as_str) {
         Some(id) if id.len() <= MAX_EVENT_ID => Ok(id.to_owned()),
-        Some(_) => Err(ProtocolError::invalid("string_above_max_length", "`item_id` is too long", Some("item_id"))),
+        Some(_) => Err(ProtocolError::invalid(
+            "string_above_max_length",
+            "`item_id` is too long",
+            Some("item_id"),
+        )),
         None => Err(ProtocolError::invalid(
             "missing_required_parameter",
             "missing required parameter: `item_id`",
@@ -340,28 +407,51 @@ fn item_id(obj: &serde_json::Map<String, Value>) -> Result<String, ProtocolError
     }
 }
 
-fn parse_item_create(obj: &serde_json::Map<String, Value>, max_text_bytes: usize) -> Result<ClientEvent, ProtocolError> {
+fn parse_item_create(
+    obj: &serde_json::Map<String, Value>,
+    max_text_bytes: usize,
+) -> Result<ClientEvent, ProtocolError> {
     let Some(item) = obj.get("item").and_then(Value::as_object) else {
-        return Err(ProtocolError::invalid("missing_required_parameter", "missing required parameter: `item`", Some("item")));
+        return Err(ProtocolError::invalid(
+            "missing_required_parameter",
+            "missing required parameter: `item`",
+            Some("item"),
+        ));
     };
     match item.get("type").and_then(Value::as_str) {
         Some("message") => {}
         Some(other) => {
             let msg = format!("item type `{other}` is not supported; send a user `message`");
-            return Err(ProtocolError::invalid("invalid_value", msg, Some("item.type")));
+            return Err(ProtocolError::invalid(
+                "invalid_value",
+                msg,
+                Some("item.type"),
+            ));
         }
         None => {
             let msg = "missing required parameter: `item.type`";
-            return Err(ProtocolError::invalid("missing_required_parameter", msg, Some("item.type")));
+            return Err(ProtocolError::invalid(
+                "missing_required_parameter",
+                msg,
+                Some("item.type"),
+            ));
         }
     }
     if item.get("role").and_then(Value::as_str) != Some("user") {
         let msg = "only `user` messages can be added; the interviewer's turns are its own";
-        return Err(ProtocolError::invalid("invalid_value", msg, Some("item.role")));
+        return Err(ProtocolError::invalid(
+            "invalid_value",
+            msg,
+            Some("item.role"),
+        ));
     }
     let Some(content) = item.get("content").and_then(Value::as_array) else {
         let msg = "missing required parameter: `item.content`";
-        return Err(ProtocolError::invalid("missing_required_parameter", msg, Some("item.content")));
+        return Err(ProtocolError::invalid(
+            "missing_required_parameter",
+            msg,
+            Some("item.content"),
+        ));
     };
     let mut text = String::new();
     for (i, part) in content.iter().enumerate() {
@@ -370,16 +460,28 @@ fn parse_item_create(obj: &serde_json::Map<String, Value>, max_text_bytes: usize
             Some("input_text") => {}
             Some("input_audio") => {
                 let msg = "audio is not supported by the scripted interviewer; send `input_text`";
-                return Err(ProtocolError::invalid("unsupported_audio", msg, Some(&param)));
+                return Err(ProtocolError::invalid(
+                    "unsupported_audio",
+                    msg,
+                    Some(&param),
+                ));
             }
             _ => {
                 let msg = "content parts must be `input_text`";
-                return Err(ProtocolError::invalid("invalid_value", msg, Some(&format!("{param}.type"))));
+                return Err(ProtocolError::invalid(
+                    "invalid_value",
+                    msg,
+                    Some(&format!("{param}.type")),
+                ));
             }
         }
         let Some(t) = part.get("text").and_then(Value::as_str) else {
             let msg = "`text` must be a string";
-            return Err(ProtocolError::invalid("invalid_type", msg, Some(&format!("{param}.text"))));
+            return Err(ProtocolError::invalid(
+                "invalid_type",
+                msg,
+                Some(&format!("{param}.text")),
+            ));
         };
         if !text.is_empty() {
             text.push('\n');
@@ -387,12 +489,20 @@ fn parse_item_create(obj: &serde_json::Map<String, Value>, max_text_bytes: usize
         text.push_str(t);
         if text.len() > max_text_bytes {
             let msg = format!("the answer is longer than {max_text_bytes} bytes");
-            return Err(ProtocolError::invalid("string_above_max_length", msg, Some(&format!("{param}.text"))));
+            return Err(ProtocolError::invalid(
+                "string_above_max_length",
+                msg,
+                Some(&format!("{param}.text")),
+            ));
         }
     }
     if text.trim().is_empty() {
         let msg = "the message has no text";
-        return Err(ProtocolError::invalid("empty_message", msg, Some("item.content")));
+        return Err(ProtocolError::invalid(
+            "empty_message",
+            msg,
+            Some("item.content"),
+        ));
     }
     Ok(ClientEvent::CreateItem { text })
 }
@@ -403,7 +513,13 @@ mod tests {
 
     #[test]
     fn deltas_concatenate_to_the_text() {
-        for text in ["", "one", "a b c d e f g h i j", "  lead and trail  ", "Hello, and welcome.\n\nFirst: why?"] {
+        for text in [
+            "",
+            "one",
+            "a b c d e f g h i j",
+            "  lead and trail  ",
+            "Hello, and welcome.\n\nFirst: why?",
+        ] {
             assert_eq!(deltas(text).concat(), text);
         }
         assert!(deltas("a b c d e f g h i j").len() > 1);
@@ -421,14 +537,29 @@ mod tests {
     fn bad_input_names_what_is_wrong() {
         assert_eq!(parse("{", 100).1.unwrap_err().code, "invalid_json");
         assert_eq!(parse("[]", 100).1.unwrap_err().code, "invalid_event");
-        assert_eq!(parse(r#"{"type":"nope"}"#, 100).1.unwrap_err().code, "invalid_value");
-        assert_eq!(parse(r#"{"type":"session.update"}"#, 100).1.unwrap_err().code, "session_update_not_allowed");
+        assert_eq!(
+            parse(r#"{"type":"nope"}"#, 100).1.unwrap_err().code,
+            "invalid_value"
+        );
+        assert_eq!(
+            parse(r#"{"type":"session.update"}"#, 100)
+                .1
+                .unwrap_err()
+                .code,
+            "session_update_not_allowed"
+        );
         let long = format!(
             r#"{{"type":"conversation.item.create","item":{{"type":"message","role":"user","content":[{{"type":"input_text","text":"{}"}}]}}}}"#,
             "x".repeat(101)
         );
-        assert_eq!(parse(&long, 100).1.unwrap_err().code, "string_above_max_length");
+        assert_eq!(
+            parse(&long, 100).1.unwrap_err().code,
+            "string_above_max_length"
+        );
         let system = r#"{"type":"conversation.item.create","item":{"type":"message","role":"system","content":[]}}"#;
-        assert_eq!(parse(system, 100).1.unwrap_err().param.as_deref(), Some("item.role"));
+        assert_eq!(
+            parse(system, 100).1.unwrap_err().param.as_deref(),
+            Some("item.role")
+        );
     }
 }

@@ -27,11 +27,20 @@ struct Scored<'a> {
     score: u32,
 }
 
-pub fn assess(session_id: &str, script: &Script, answers: &[(String, String)], generated_at: &str) -> Value {
+pub fn assess(
+    session_id: &str,
+    script: &Script,
+    answers: &[(String, String)],
+    generated_at: &str,
+) -> Value {
     let mut questions = Vec::new();
     let mut scored = Vec::new();
     for q in &script.questions {
-        let text: Vec<&str> = answers.iter().filter(|(id, _)| *id == q.id).map(|(_, t)| t.as_str()).collect();
+        let text: Vec<&str> = answers
+            .iter()
+            .filter(|(id, _)| *id == q.id)
+            .map(|(_, t)| t.as_str())
+            .collect();
         let text = text.join("\n");
         let words: Vec<String> = text
             .split(|c: char| !c.is_alphanumeric())
@@ -82,16 +91,27 @@ pub fn assess(session_id: &str, script: &Script, answers: &[(String, String)], g
         }));
         scored.push(Scored { id: &q.id, score });
     }
-    let answered = questions.iter().filter(|q| q["words"].as_u64() != Some(0)).count();
-    let overall = (scored.iter().map(|s| s.score as f64).sum::<f64>() / scored.len() as f64).round() as u32;
+    let answered = questions
+        .iter()
+        .filter(|q| q["words"].as_u64() != Some(0))
+        .count();
+    let overall =
+        (scored.iter().map(|s| s.score as f64).sum::<f64>() / scored.len() as f64).round() as u32;
     let band = match overall {
         75.. => "strong",
         50.. => "promising",
         25.. => "weak",
         _ => "insufficient",
     };
-    let best = scored.iter().max_by_key(|s| s.score).expect("a script has questions");
-    let worst = scored.iter().rev().min_by_key(|s| s.score).expect("a script has questions");
+    let best = scored
+        .iter()
+        .max_by_key(|s| s.score)
+        .expect("a script has questions");
+    let worst = scored
+        .iter()
+        .rev()
+        .min_by_key(|s| s.score)
+        .expect("a script has questions");
     let summary = format!(
         "Answered {answered} of {} questions. Overall {overall}/100 ({band}). Strongest: {} ({}); weakest: {} ({}).",
         scored.len(),
@@ -114,7 +134,11 @@ pub fn assess(session_id: &str, script: &Script, answers: &[(String, String)], g
 }
 
 fn join(words: &[&String]) -> String {
-    words.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    words
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -146,6 +170,9 @@ mod tests {
     #[test]
     fn is_deterministic() {
         let answers = vec![("b".to_owned(), "two words".to_owned())];
-        assert_eq!(assess("s", &script(), &answers, "t"), assess("s", &script(), &answers, "t"));
+        assert_eq!(
+            assess("s", &script(), &answers, "t"),
+            assess("s", &script(), &answers, "t")
+        );
     }
 }

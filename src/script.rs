@@ -63,13 +63,19 @@ impl Script {
         let Some(path) = path else {
             return Ok(Script::builtin());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ScriptError(format!("cannot read interview script {}: {e}", path.display())))?;
-        Script::parse(&text).map_err(|e| ScriptError(format!("interview script {}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ScriptError(format!(
+                "cannot read interview script {}: {e}",
+                path.display()
+            ))
+        })?;
+        Script::parse(&text)
+            .map_err(|e| ScriptError(format!("interview script {}: {e}", path.display())))
     }
 
     pub fn parse(text: &str) -> Result<Script, ScriptError> {
-        let mut script: Script = toml::from_str(text).map_err(|e| ScriptError(e.to_string().trim_end().to_owned()))?;
+        let mut script: Script =
+            toml::from_str(text).map_err(|e| ScriptError(e.to_string().trim_end().to_owned()))?;
         script.validate()?;
         for (i, q) in script.questions.iter_mut().enumerate() {
             if q.id.is_empty() {
@@ -85,9 +91,15 @@ impl Script {
             return err("`questions` must list at least one question".into());
         }
         if self.questions.len() > MAX_QUESTIONS {
-            return err(format!("`questions` lists more than {MAX_QUESTIONS} questions"));
+            return err(format!(
+                "`questions` lists more than {MAX_QUESTIONS} questions"
+            ));
         }
-        for (key, text) in [("title", &self.title), ("greeting", &self.greeting), ("closing", &self.closing)] {
+        for (key, text) in [
+            ("title", &self.title),
+            ("greeting", &self.greeting),
+            ("closing", &self.closing),
+        ] {
             if text.trim().is_empty() {
                 return err(format!("`{key}` must not be empty"));
             }
@@ -99,13 +111,20 @@ impl Script {
         for (i, q) in self.questions.iter().enumerate() {
             let n = i + 1;
             if q.text.trim().is_empty() || q.text.len() > MAX_TEXT {
-                return err(format!("question {n}: `text` must be 1 to {MAX_TEXT} bytes"));
+                return err(format!(
+                    "question {n}: `text` must be 1 to {MAX_TEXT} bytes"
+                ));
             }
             if !q.id.is_empty() && !seen.insert(q.id.as_str()) {
                 return err(format!("question {n}: duplicate id `{}`", q.id));
             }
-            if q.follow_up.as_deref().is_some_and(|f| f.trim().is_empty() || f.len() > MAX_TEXT) {
-                return err(format!("question {n}: `follow_up` must be 1 to {MAX_TEXT} bytes"));
+            if q.follow_up
+                .as_deref()
+                .is_some_and(|f| f.trim().is_empty() || f.len() > MAX_TEXT)
+            {
+                return err(format!(
+                    "question {n}: `follow_up` must be 1 to {MAX_TEXT} bytes"
+                ));
             }
         }
         Ok(())
@@ -120,7 +139,10 @@ mod tests {
     fn builtin_script_is_a_short_screen() {
         let s = Script::builtin();
         assert!((5..=6).contains(&s.questions.len()));
-        assert!(s.questions.iter().all(|q| !q.keywords.is_empty() && q.min_words > 0));
+        assert!(s
+            .questions
+            .iter()
+            .all(|q| !q.keywords.is_empty() && q.min_words > 0));
     }
 
     #[test]
@@ -133,7 +155,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let e = Script::parse("title='t'\ngreeting='g'\nclosing='c'\nbogus=1\n[[questions]]\ntext='a'\n");
+        let e = Script::parse(
+            "title='t'\ngreeting='g'\nclosing='c'\nbogus=1\n[[questions]]\ntext='a'\n",
+        );
         assert!(e.unwrap_err().0.contains("bogus"));
     }
 }

@@ -93,7 +93,12 @@ enum Wake {
 
 /// Serves until a terminating signal, then runs the shutdown sequence and
 /// returns the process exit status.
-pub async fn run(ex: &LocalExecutor<'_>, listener: TcpListener, signals: Receiver<Signal>, mut daemon: Daemon) -> i32 {
+pub async fn run(
+    ex: &LocalExecutor<'_>,
+    listener: TcpListener,
+    signals: Receiver<Signal>,
+    mut daemon: Daemon,
+) -> i32 {
     let mut table = Table::new();
     let (events_tx, events) = async_channel::unbounded();
     let done_workers = daemon.workers.borrow().done_events();
@@ -109,7 +114,14 @@ pub async fn run(ex: &LocalExecutor<'_>, listener: TcpListener, signals: Receive
             Wake::Signal(signals.recv().await.ok())
         }
         .or(async { Wake::Session(events.recv().await.expect("the loop holds a sender")) })
-        .or(async { Wake::WorkerDone(done_workers.recv().await.expect("the registry holds a sender")) })
+        .or(async {
+            Wake::WorkerDone(
+                done_workers
+                    .recv()
+                    .await
+                    .expect("the registry holds a sender"),
+            )
+        })
         .or(async {
             Timer::at(next_sweep).await;
             Wake::Sweep
@@ -133,7 +145,8 @@ pub async fn run(ex: &LocalExecutor<'_>, listener: TcpListener, signals: Receive
             }
             Wake::Accepted(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                let admitted = table.values().filter(|e| e.admitted).count() < daemon.config.limits.max_sessions;
+                let admitted = table.values().filter(|e| e.admitted).count()
+                    < daemon.config.limits.max_sessions;
                 let key = next_key;
                 next_key += 1;
                 let entry = spawn_session(ex, &daemon, &events_tx, key, stream, peer, admitted);
@@ -192,7 +205,15 @@ fn spawn_session(
         reports_dir: daemon.reports_dir.clone(),
         events: events.clone(),
     };
-    let task = ex.spawn(session::run(key, shared.clone(), env, stream, peer, admitted, control_rx));
+    let task = ex.spawn(session::run(
+        key,
+        shared.clone(),
+        env,
+        stream,
+        peer,
+        admitted,
+        control_rx,
+    ));
     Entry {
         task,
         control,
@@ -250,8 +271,14 @@ fn reload(daemon: &mut Daemon) {
         }
     };
     for (key, same) in [
-        ("server.listen", config.server.listen == daemon.config.server.listen),
-        ("server.state_dir", config.server.state_dir == daemon.config.server.state_dir),
+        (
+            "server.listen",
+            config.server.listen == daemon.config.server.listen,
+        ),
+        (
+            "server.state_dir",
+            config.server.state_dir == daemon.config.server.state_dir,
+        ),
     ] {
         if !same {
             log::error!("SIGHUP: reload refused: `{key}` cannot change without a restart");
@@ -275,7 +302,10 @@ fn reload(daemon: &mut Daemon) {
     if changed.is_empty() {
         log::info!("SIGHUP: configuration reloaded, nothing changed");
     } else {
-        log::info!("SIGHUP: configuration reloaded; changed: {}", changed.join(", "));
+        log::info!(
+            "SIGHUP: configuration reloaded; changed: {}",
+            changed.join(", ")
+        );
     }
 }
 

@@ -163,20 +163,10 @@ pub async fn run(
         shared: shared.clone(),
         journal: env.journal.clone(),
     };
-    let ended = serve(&shared, &env, stream, peer, admit, control).await;
-    if let Some((reason, detail)) = ended {
-        if shared.journal.get() == JournalState::Open {
-            env.journal.end(&shared.id, reason, detail.as_deref());
-            shared.journal.set(JournalState::Ended);
-        }
-        let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
-        log::info!("session {} ended: {}{detail}", shared.id, reason.as_str());
-    }
+    serve(&shared, &env, stream, peer, admit, control).await;
     drop(guard);
     let _ = env.events.try_send(Event::Ended(key));
 }
-
-type End = Option<(EndReason, Option<String>)>;
 
 async fn serve(
     shared: &Rc<Shared>,
@@ -185,7 +175,7 @@ async fn serve(
     peer: SocketAddr,
     admit: bool,
     control: async_channel::Receiver<Control>,
-) -> End {
+) {
     let limits = &env.config.limits;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -202,23 +192,47 @@ async fn serve(
     let ws = match upgrade {
         Some(Ok(ws)) => ws,
         Some(Err(HandshakeError::Refused(503))) => {
-            log::warn!("refused {peer}: at limits.max_sessions ({})", limits.max_sessions);
-            return None;
+            log::warn!(
+                "refused {peer}: at limits.max_sessions ({})",
+                limits.max_sessions
+            );
+            return;
         }
         Some(Err(e)) => {
             log::debug!("connection from {peer}: {e}");
-            return None;
+            return;
         }
         None => {
-            log::info!("connection from {peer}: no complete request within limits.handshake_timeout");
-            return None;
+            log::info!(
+                "connection from {peer}: no complete request within limits.handshake_timeout"
+            );
+            return;
         }
     };
     shared.phase.set(Phase::Interview);
     shared.last_activity.set(Instant::now());
     let mut session = Session::new(shared.clone(), env.clone(), ws);
     log::info!("session {} started for {peer}", shared.id);
-    Some(session.run(&control).await)
+    let finish = session.run(&control).await;
+    record_end(
+        shared,
+        &env.journal,
+        finish.reason,
+        finish.detail.as_deref(),
+    );
+    if let Some((code, why)) = finish.close {
+        session.close(code, why).await;
+    }
+}
+
+/// Writes the end line (once) and logs the end.
+fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Option<&str>) {
+    if shared.journal.get() == JournalState::Open {
+        journal.end(&shared.id, reason, detail);
+        shared.journal.set(JournalState::Ended);
+    }
+    let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+    log::info!("session {} ended: {}{detail}", shared.id, reason.as_str());
 }
 
 /// An assessment in progress.
@@ -239,8 +253,35 @@ enum Wake {
     AssessmentTimedOut,
 }
 
-/// The outcome of handling one thing: go on, or end with a reason.
-type Flow = Result<(), (EndReason, Option<String>)>;
+/// How a session ends: the journal's end line, then (if the client is
+/// still there) a close frame. The end line is written first, so that
+/// whatever happens during the close handshake cannot change it.
+struct Finish {
+    reason: EndReason,
+    detail: Option<String>,
+    close: Option<(CloseCode, &'static str)>,
+}
+
+impl Finish {
+    fn closing(reason: EndReason, detail: &str, code: CloseCode, why: &'static str) -> Finish {
+        Finish {
+            reason,
+            detail: Some(detail.to_owned()),
+            close: Some((code, why)),
+        }
+    }
+
+    fn quietly(reason: EndReason, detail: String) -> Finish {
+        Finish {
+            reason,
+            detail: Some(detail),
+            close: None,
+        }
+    }
+}
+
+/// The outcome of handling one thing: go on, or end.
+type Flow = Result<(), Finish>;
 
 struct Session {
     shared: Rc<Shared>,
@@ -281,7 +322,7 @@ impl Session {
         }
     }
 
-    async fn run(&mut self, control: &async_channel::Receiver<Control>) -> (EndReason, Option<String>) {
+    async fn run(&mut self, control: &async_channel::Receiver<Control>) -> Finish {
         match self.start().await {
             Ok(()) => {}
             Err(end) => return end,
@@ -289,10 +330,12 @@ impl Session {
         loop {
             let wake = next_wake(&mut self.ws, &self.assessing, control, self.next_ping).await;
             let flow = match wake {
-                Wake::Control(Control::GoAway) => {
-                    self.close(CloseCode::Restart, "service restart").await;
-                    Err((EndReason::Shutdown, Some("daemon shutdown".into())))
-                }
+                Wake::Control(Control::GoAway) => Err(Finish::closing(
+                    EndReason::Shutdown,
+                    "daemon shutdown",
+                    CloseCode::Restart,
+                    "service restart",
+                )),
                 Wake::Frame(frame) => self.on_frame(frame).await,
                 Wake::Ping => {
                     self.next_ping = Instant::now() + self.env.config.sessions.ping_interval.0;
@@ -306,7 +349,10 @@ impl Session {
                         a.job.terminate().await;
                     }
                     let timeout = humantime::format_duration(self.env.config.assessment.timeout.0);
-                    self.assessed(Err(format!("the assessment did not finish within {timeout}"))).await
+                    self.assessed(Err(format!(
+                        "the assessment did not finish within {timeout}"
+                    )))
+                    .await
                 }
             };
             if let Err(end) = flow {
@@ -326,20 +372,43 @@ impl Session {
             "assessor": self.assessor.name(),
             "daemon_version": env!("CARGO_PKG_VERSION"),
         });
-        if let Err(e) = self.env.journal.append_durable(&self.shared.id, header).await {
+        if let Err(e) = self
+            .env
+            .journal
+            .append_durable(&self.shared.id, header)
+            .await
+        {
             log::error!("session {}: cannot open transcript: {e}", self.shared.id);
-            let error = ProtocolError::server("transcript_unavailable", format!("the interview cannot be recorded: {e}"));
+            let error = ProtocolError::server(
+                "transcript_unavailable",
+                format!("the interview cannot be recorded: {e}"),
+            );
             self.send(protocol::error(&error, None)).await;
-            self.close(CloseCode::Error, "transcript unavailable").await;
-            return Err((EndReason::Error, Some(e.to_string())));
+            return Err(Finish::closing(
+                EndReason::Error,
+                &e.to_string(),
+                CloseCode::Error,
+                "transcript unavailable",
+            ));
         }
         self.shared.journal.set(JournalState::Open);
-        let expires_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 3600;
-        let created = protocol::session_created(&self.shared.id, &self.interviewer.instructions(), expires_at);
+        let expires_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            + 3600;
+        let created = protocol::session_created(
+            &self.shared.id,
+            &self.interviewer.instructions(),
+            expires_at,
+        );
         self.send(created).await;
         match self.interviewer.opening().await {
             Ok(turn) => self.emit_turn(turn).await,
-            Err(e) => Err((EndReason::Error, Some(format!("interviewer failed: {}", e.0)))),
+            Err(e) => Err(Finish::quietly(
+                EndReason::Error,
+                format!("interviewer failed: {}", e.0),
+            )),
         }
     }
 
@@ -350,23 +419,35 @@ impl Session {
         match frame {
             Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
             Some(Ok(Message::Binary(_))) => {
-                let e = ProtocolError::invalid("binary_not_supported", "binary frames are not supported; send JSON text frames", None);
+                let e = ProtocolError::invalid(
+                    "binary_not_supported",
+                    "binary frames are not supported; send JSON text frames",
+                    None,
+                );
                 self.refuse(e, None).await
             }
-            Some(Ok(Message::Close(_))) | None => self.client_gone("client closed the connection").await,
+            Some(Ok(Message::Close(_))) | None => {
+                self.client_gone("client closed the connection").await
+            }
             Some(Ok(_)) => Ok(()), // ping, pong: activity only
-            Some(Err(WsError::Capacity(e))) => {
-                self.close(CloseCode::Size, "message too big").await;
-                Err((EndReason::Error, Some(format!("client frame over limits.max_message_bytes: {e}"))))
-            }
-            Some(Err(WsError::Utf8(_))) => {
-                self.close(CloseCode::Invalid, "text frame is not UTF-8").await;
-                Err((EndReason::Error, Some("client sent invalid UTF-8".into())))
-            }
-            Some(Err(WsError::Protocol(e))) => {
-                self.close(CloseCode::Protocol, "protocol error").await;
-                Err((EndReason::Error, Some(format!("WebSocket protocol error: {e}"))))
-            }
+            Some(Err(WsError::Capacity(e))) => Err(Finish::closing(
+                EndReason::Error,
+                &format!("client frame over limits.max_message_bytes: {e}"),
+                CloseCode::Size,
+                "message too big",
+            )),
+            Some(Err(WsError::Utf8(_))) => Err(Finish::closing(
+                EndReason::Error,
+                "client sent invalid UTF-8",
+                CloseCode::Invalid,
+                "text frame is not UTF-8",
+            )),
+            Some(Err(WsError::Protocol(e))) => Err(Finish::closing(
+                EndReason::Error,
+                &format!("WebSocket protocol error: {e}"),
+                CloseCode::Protocol,
+                "protocol error",
+            )),
             Some(Err(e)) => self.client_gone(&format!("connection lost: {e}")).await,
         }
     }
@@ -385,11 +466,17 @@ impl Session {
                 .await;
         }
         if self.assessing.is_some() {
-            log::info!("session {}: {why}; the assessment continues", self.shared.id);
-            self.env.journal.append(&self.shared.id, json!({"kind": "client_gone", "detail": why, "at": now_rfc3339()}));
+            log::info!(
+                "session {}: {why}; the assessment continues",
+                self.shared.id
+            );
+            self.env.journal.append(
+                &self.shared.id,
+                json!({"kind": "client_gone", "detail": why, "at": now_rfc3339()}),
+            );
             return Ok(());
         }
-        Err((EndReason::ClientClosed, Some(why.to_owned())))
+        Err(Finish::quietly(EndReason::ClientClosed, why.to_owned()))
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
@@ -407,12 +494,20 @@ impl Session {
     /// client is closed with 1008.
     async fn refuse(&mut self, e: ProtocolError, event_id: Option<&str>) -> Flow {
         self.invalid_streak += 1;
-        log::debug!("session {}: invalid client event: {}", self.shared.id, e.message);
+        log::debug!(
+            "session {}: invalid client event: {}",
+            self.shared.id,
+            e.message
+        );
         self.send(protocol::error(&e, event_id)).await;
         if self.invalid_streak >= self.env.config.limits.max_invalid_events {
-            self.close(CloseCode::Policy, "too many invalid events").await;
             let detail = format!("{} invalid events in a row", self.invalid_streak);
-            return Err((EndReason::Error, Some(detail)));
+            return Err(Finish::closing(
+                EndReason::Error,
+                &detail,
+                CloseCode::Policy,
+                "too many invalid events",
+            ));
         }
         Ok(())
     }
@@ -433,7 +528,11 @@ impl Session {
             | ClientEvent::Finish
                 if over =>
             {
-                let e = ProtocolError::invalid("interview_over", "the interview has ended; the assessment is under way", None);
+                let e = ProtocolError::invalid(
+                    "interview_over",
+                    "the interview has ended; the assessment is under way",
+                    None,
+                );
                 self.report(e, event_id).await
             }
             ClientEvent::CreateItem { text } => self.add_answer(text, event_id).await,
@@ -441,32 +540,48 @@ impl Session {
                 let words = self.words_for_current_question();
                 match self.interviewer.respond(words).await {
                     Ok(turn) => self.emit_turn(turn).await,
-                    Err(e) => Err((EndReason::Error, Some(format!("interviewer failed: {}", e.0)))),
+                    Err(e) => Err(Finish::quietly(
+                        EndReason::Error,
+                        format!("interviewer failed: {}", e.0),
+                    )),
                 }
             }
             ClientEvent::Finish => match self.interviewer.finish().await {
                 Ok(turn) => self.emit_turn(turn).await,
-                Err(e) => Err((EndReason::Error, Some(format!("interviewer failed: {}", e.0)))),
+                Err(e) => Err(Finish::quietly(
+                    EndReason::Error,
+                    format!("interviewer failed: {}", e.0),
+                )),
             },
             ClientEvent::CancelResponse => {
-                let e = ProtocolError::invalid("response_cancel_not_active", "Cancellation failed: no active response found", None);
+                let e = ProtocolError::invalid(
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found",
+                    None,
+                );
                 self.report(e, event_id).await
             }
-            ClientEvent::RetrieveItem { item_id } => match self.items.iter().find(|i| i.id == item_id) {
-                Some(item) => {
-                    let event = protocol::item_retrieved(item);
-                    self.send(event).await;
-                    Ok(())
+            ClientEvent::RetrieveItem { item_id } => {
+                match self.items.iter().find(|i| i.id == item_id) {
+                    Some(item) => {
+                        let event = protocol::item_retrieved(item);
+                        self.send(event).await;
+                        Ok(())
+                    }
+                    None => self.report(item_not_found(&item_id), event_id).await,
                 }
-                None => self.report(item_not_found(&item_id), event_id).await,
-            },
+            }
             ClientEvent::DeleteItem { item_id } => self.delete_item(item_id, event_id).await,
         }
     }
 
     /// Records a candidate's answer; confirms it only once it is on disk.
     async fn add_answer(&mut self, text: String, event_id: Option<&str>) -> Flow {
-        let question = self.interviewer.current_question().unwrap_or_default().to_owned();
+        let question = self
+            .interviewer
+            .current_question()
+            .unwrap_or_default()
+            .to_owned();
         let item = Item {
             id: self.ids.next("item"),
             role: Role::User,
@@ -476,9 +591,17 @@ impl Session {
             "kind": "item", "item_id": item.id, "role": "user", "question_id": question,
             "text": item.text, "at": now_rfc3339(),
         });
-        if let Err(e) = self.env.journal.append_durable(&self.shared.id, record).await {
+        if let Err(e) = self
+            .env
+            .journal
+            .append_durable(&self.shared.id, record)
+            .await
+        {
             log::error!("session {}: answer not recorded: {e}", self.shared.id);
-            let error = ProtocolError::server("transcript_write_failed", format!("your answer was not saved, please send it again: {e}"));
+            let error = ProtocolError::server(
+                "transcript_write_failed",
+                format!("your answer was not saved, please send it again: {e}"),
+            );
             return self.report(error, event_id).await;
         }
         let previous = self.items.last().map(|i| i.id.clone());
@@ -495,12 +618,24 @@ impl Session {
             return self.report(item_not_found(&item_id), event_id).await;
         };
         if self.items[pos].role != Role::User {
-            let e = ProtocolError::invalid("invalid_value", "only the candidate's own items can be deleted", Some("item_id"));
+            let e = ProtocolError::invalid(
+                "invalid_value",
+                "only the candidate's own items can be deleted",
+                Some("item_id"),
+            );
             return self.report(e, event_id).await;
         }
         let record = json!({"kind": "item_deleted", "item_id": item_id, "at": now_rfc3339()});
-        if let Err(e) = self.env.journal.append_durable(&self.shared.id, record).await {
-            let error = ProtocolError::server("transcript_write_failed", format!("the item was not deleted: {e}"));
+        if let Err(e) = self
+            .env
+            .journal
+            .append_durable(&self.shared.id, record)
+            .await
+        {
+            let error = ProtocolError::server(
+                "transcript_write_failed",
+                format!("the item was not deleted: {e}"),
+            );
             return self.report(error, event_id).await;
         }
         self.items.remove(pos);
@@ -539,7 +674,12 @@ impl Session {
         );
         let previous = self.items.last().map(|i| i.id.clone());
         let response_id = self.ids.next("resp");
-        let events = protocol::text_response(&response_id, &self.conversation_id, &item, previous.as_deref());
+        let events = protocol::text_response(
+            &response_id,
+            &self.conversation_id,
+            &item,
+            previous.as_deref(),
+        );
         self.items.push(item);
         self.send_all(events).await;
         if closing {
@@ -551,14 +691,21 @@ impl Session {
 
     async fn start_assessment(&mut self) -> Flow {
         self.shared.phase.set(Phase::Assessing);
-        self.env
-            .journal
-            .append(&self.shared.id, json!({"kind": "phase", "phase": "assessing", "at": now_rfc3339()}));
-        self.send(protocol::assessment_started(&self.shared.id)).await;
+        self.env.journal.append(
+            &self.shared.id,
+            json!({"kind": "phase", "phase": "assessing", "at": now_rfc3339()}),
+        );
+        self.send(protocol::assessment_started(&self.shared.id))
+            .await;
         let answers: Vec<(String, String)> = self
             .answered
             .iter()
-            .filter_map(|(id, q)| self.items.iter().find(|i| i.id == *id).map(|i| (q.clone(), i.text.clone())))
+            .filter_map(|(id, q)| {
+                self.items
+                    .iter()
+                    .find(|i| i.id == *id)
+                    .map(|i| (q.clone(), i.text.clone()))
+            })
             .collect();
         let transcript = json!({
             "session_id": &*self.shared.id,
@@ -581,7 +728,11 @@ impl Session {
         );
         let job = match started {
             Ok(job) => job,
-            Err(e) => return self.assessed(Err(format!("cannot start the assessment: {e}"))).await,
+            Err(e) => {
+                return self
+                    .assessed(Err(format!("cannot start the assessment: {e}")))
+                    .await
+            }
         };
         let now = Instant::now();
         let config = &self.env.config.assessment;
@@ -606,7 +757,11 @@ impl Session {
     }
 
     async fn assessed(&mut self, result: Result<Value, String>) -> Flow {
-        let elapsed = self.assessing.take().map(|a| a.started.elapsed().as_millis() as u64).unwrap_or(0);
+        let elapsed = self
+            .assessing
+            .take()
+            .map(|a| a.started.elapsed().as_millis() as u64)
+            .unwrap_or(0);
         self.shared.phase.set(Phase::Closing);
         let id = self.shared.id.clone();
         match result {
@@ -617,9 +772,13 @@ impl Session {
                     json!({"kind": "assessment", "outcome": "completed", "report": path, "duration_ms": elapsed, "at": now_rfc3339()}),
                 );
                 log::info!("session {id}: assessment completed in {elapsed} ms");
-                self.send(protocol::assessment_completed(&id, &report)).await;
-                self.close(CloseCode::Normal, "interview complete").await;
-                Err((EndReason::Completed, None))
+                self.send(protocol::assessment_completed(&id, &report))
+                    .await;
+                Err(Finish {
+                    reason: EndReason::Completed,
+                    detail: None,
+                    close: Some((CloseCode::Normal, "interview complete")),
+                })
             }
             Err(reason) => {
                 self.env.journal.append(
@@ -628,8 +787,12 @@ impl Session {
                 );
                 log::warn!("session {id}: assessment failed: {reason}");
                 self.send(protocol::assessment_failed(&id, &reason)).await;
-                self.close(CloseCode::Normal, "interview complete; assessment failed").await;
-                Err((EndReason::Error, Some(format!("assessment failed: {reason}"))))
+                Err(Finish::closing(
+                    EndReason::Error,
+                    &format!("assessment failed: {reason}"),
+                    CloseCode::Normal,
+                    "interview complete; assessment failed",
+                ))
             }
         }
     }
@@ -647,12 +810,16 @@ impl Session {
         let stamp = Stamp(&self.ids);
         let write = async {
             for event in events {
-                ws.feed(Message::text(stamp.apply(event).to_string())).await?;
+                ws.feed(Message::text(stamp.apply(event).to_string()))
+                    .await?;
             }
             ws.flush().await
         };
         if !with_timeout(write).await {
-            log::info!("session {}: client not reading; dropping the connection", self.shared.id);
+            log::info!(
+                "session {}: client not reading; dropping the connection",
+                self.shared.id
+            );
             self.ws = None;
         }
     }
@@ -698,7 +865,11 @@ async fn with_timeout(write: impl std::future::Future<Output = Result<(), WsErro
 
 fn item_not_found(item_id: &str) -> ProtocolError {
     let shown: String = item_id.chars().take(64).collect();
-    ProtocolError::invalid("item_not_found", format!("no item with id `{shown}` in this conversation"), Some("item_id"))
+    ProtocolError::invalid(
+        "item_not_found",
+        format!("no item with id `{shown}` in this conversation"),
+        Some("item_id"),
+    )
 }
 
 /// Waits for the next thing the session must handle. Control messages come
@@ -719,16 +890,18 @@ async fn next_wake(
     };
     let assessment = async {
         match assessing {
-            Some(a) => async { Wake::Assessed(a.job.result().await) }
-                .or(async {
-                    Timer::at(a.deadline).await;
-                    Wake::AssessmentTimedOut
-                })
-                .or(async {
-                    Timer::at(a.next_keepalive).await;
-                    Wake::Keepalive
-                })
-                .await,
+            Some(a) => {
+                async { Wake::Assessed(a.job.result().await) }
+                    .or(async {
+                        Timer::at(a.deadline).await;
+                        Wake::AssessmentTimedOut
+                    })
+                    .or(async {
+                        Timer::at(a.next_keepalive).await;
+                        Wake::Keepalive
+                    })
+                    .await
+            }
             None => std::future::pending().await,
         }
     };

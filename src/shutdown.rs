@@ -72,7 +72,10 @@ pub struct Shutdown {
 }
 
 fn done(step: Step, started: Instant, detail: impl fmt::Display) {
-    log::info!("shutdown {step}: {detail} ({} ms)", started.elapsed().as_millis());
+    log::info!(
+        "shutdown {step}: {detail} ({} ms)",
+        started.elapsed().as_millis()
+    );
 }
 
 /// Runs the whole sequence and returns the exit status.
@@ -107,7 +110,11 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
         })
         .await;
     let closed = table.values().filter(|e| e.task.is_finished()).count();
-    done(Step::CloseClients, t, format!("{closed} of {} closed their clients", table.len()));
+    done(
+        Step::CloseClients,
+        t,
+        format!("{closed} of {} closed their clients", table.len()),
+    );
 
     let t = Instant::now();
     let mut cancelled = 0;
@@ -124,7 +131,12 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
     let termed = s.children.signal_all(libc::SIGTERM);
     let mut left = Vec::new();
     if s.workers.borrow().count(WorkerKind::Assessment) > 0 {
-        left = wait_for(&s.workers, WorkerKind::Assessment, (t + CHILD_TERM_GRACE).min(deadline)).await;
+        left = wait_for(
+            &s.workers,
+            WorkerKind::Assessment,
+            (t + CHILD_TERM_GRACE).min(deadline),
+        )
+        .await;
     }
     let killed = if s.children.is_empty() {
         0
@@ -148,11 +160,19 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
     done(
         Step::DrainJournal,
         t,
-        format!("{queued} journal record(s) were queued; {} thread(s) unfinished", unfinished.len()),
+        format!(
+            "{queued} journal record(s) were queued; {} thread(s) unfinished",
+            unfinished.len()
+        ),
     );
 
     s.signal_thread.close();
-    wait_for(&s.workers, WorkerKind::Signals, Instant::now() + SIGNAL_THREAD_JOIN).await;
+    wait_for(
+        &s.workers,
+        WorkerKind::Signals,
+        Instant::now() + SIGNAL_THREAD_JOIN,
+    )
+    .await;
 
     let total = began.elapsed().as_millis();
     if unfinished.is_empty() && s.children.is_empty() {

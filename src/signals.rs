@@ -34,7 +34,10 @@ impl SignalThread {
     }
 }
 
-pub fn start(workers: &mut Workers, children: ChildGroups) -> std::io::Result<(Receiver<Signal>, SignalThread)> {
+pub fn start(
+    workers: &mut Workers,
+    children: ChildGroups,
+) -> std::io::Result<(Receiver<Signal>, SignalThread)> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let handle = signals.handle();
     let (tx, rx) = async_channel::unbounded();

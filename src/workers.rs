@@ -79,10 +79,12 @@ impl Workers {
             id,
             done: self.done_tx.clone(),
         };
-        let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
-            let _guard = guard;
-            work();
-        })?;
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let _guard = guard;
+                work();
+            })?;
         self.threads.insert(id, Worker { name, kind, handle });
         Ok(())
     }
@@ -116,7 +118,11 @@ impl Workers {
 
 /// Waits until no thread of `kind` is left or `deadline` passes; returns the
 /// names of the threads still running. Never holds the borrow across an await.
-pub async fn wait_for(workers: &RefCell<Workers>, kind: WorkerKind, deadline: Instant) -> Vec<String> {
+pub async fn wait_for(
+    workers: &RefCell<Workers>,
+    kind: WorkerKind,
+    deadline: Instant,
+) -> Vec<String> {
     let done = workers.borrow().done_events();
     loop {
         if workers.borrow().count(kind) == 0 {

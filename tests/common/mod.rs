@@ -1,0 +1,428 @@
+//! Test harness: starts the real `interviewd` binary on port 0 with a
+//! temporary state directory, reads the bound address from its log, and
+//! drives it with real WebSocket clients. Every wait has a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// Generous bound for anything a test waits on; CI machines are noisy.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub state: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts `interviewd serve` with this configuration file text (may be
+    /// empty) and waits for its `listening on` line.
+    pub fn start(config: &str) -> Daemon {
+        let state = tempfile::tempdir().expect("temp dir");
+        let config_path = state.path().join("interviewd.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "debug",
+                "--state-dir",
+            ])
+            .arg(state.path().join("state"))
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start interviewd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        // Owned by the Daemon: ends at EOF, i.e. when the process exits.
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ =
+                        addr_tx.send(addr.trim().parse::<SocketAddr>().expect("address in log"));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match addr_rx.recv_timeout(WAIT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not log its address; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            state,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/realtime", self.addr)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.path().join("state")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.state.path().join("interviewd.toml")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit; panics (with the log) after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` and returns the exit status and the time to exit.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        self.signal(signal);
+        let status = self.wait_exit(timeout);
+        (status, start.elapsed())
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics after [`WAIT`].
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            if Instant::now() > deadline {
+                panic!("log never contained {needle:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn journal_path(&self, session_id: &str) -> PathBuf {
+        self.state_dir()
+            .join("sessions")
+            .join(format!("{session_id}.jsonl"))
+    }
+
+    /// Reads a session's journal the way the daemon reads it.
+    pub fn journal(&self, session_id: &str) -> interviewd::journal::Transcript {
+        interviewd::journal::read(&self.journal_path(session_id)).expect("journal parses")
+    }
+
+    pub fn report_path(&self, session_id: &str) -> PathBuf {
+        self.state_dir()
+            .join("reports")
+            .join(format!("{session_id}.json"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How a read ended when it did not yield an event.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    /// A close frame with this code.
+    Closed(u16),
+    /// The TCP connection ended without a close frame.
+    Dropped,
+    TimedOut,
+}
+
+/// A blocking WebSocket client with a read deadline on every read.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    /// Every event received so far, in order.
+    pub events: Vec<Value>,
+    pub session_id: String,
+}
+
+impl Client {
+    /// Connects without reading anything.
+    pub fn connect_raw(url: &str) -> Client {
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let stream = TcpStream::connect(&addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let (ws, _) = tungstenite::client(url, stream).expect("websocket handshake");
+        Client {
+            ws,
+            events: Vec::new(),
+            session_id: String::new(),
+        }
+    }
+
+    /// Connects and reads through the greeting (`session.created` up to the
+    /// first `response.done`).
+    pub fn connect(url: &str) -> Client {
+        let mut c = Client::connect_raw(url);
+        let created = c.wait_for("session.created");
+        c.session_id = created["session"]["id"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        c.wait_for("response.done");
+        c
+    }
+
+    pub fn send(&mut self, event: Value) {
+        self.ws
+            .send(Message::text(event.to_string()))
+            .expect("send");
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_owned())).expect("send");
+    }
+
+    /// The next event, or how the connection ended.
+    pub fn next_event(&mut self) -> Result<Value, Ended> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
+                    self.events.push(v.clone());
+                    return Ok(v);
+                }
+                Ok(Message::Close(frame)) => {
+                    return Err(Ended::Closed(
+                        frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+                    ));
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(Ended::TimedOut);
+                }
+                Err(_) => return Err(Ended::Dropped),
+            }
+        }
+    }
+
+    /// Reads until an event of type `ty`; panics if the connection ends first.
+    pub fn wait_for(&mut self, ty: &str) -> Value {
+        loop {
+            match self.next_event() {
+                Ok(v) if v["type"] == ty => return v,
+                Ok(_) => continue,
+                Err(e) => panic!(
+                    "waiting for {ty}: connection ended: {e:?}; events: {:#?}",
+                    self.events
+                ),
+            }
+        }
+    }
+
+    /// Reads until the connection ends; returns how, skipping events.
+    pub fn read_to_end(&mut self) -> Ended {
+        loop {
+            if let Err(e) = self.next_event() {
+                return e;
+            }
+        }
+    }
+
+    /// Sends an answer and waits for its confirmation; returns the item id.
+    pub fn answer(&mut self, text: &str) -> String {
+        self.send(user_message(text));
+        let done = self.wait_for("conversation.item.done");
+        done["item"]["id"].as_str().expect("item id").to_owned()
+    }
+
+    /// Asks for the next interviewer turn and waits for it.
+    pub fn next_turn(&mut self) -> Value {
+        self.send(json!({"type": "response.create"}));
+        self.wait_for("response.done")
+    }
+
+    /// Answers every question with `text` until the assessment starts.
+    pub fn answer_all(&mut self, text: &str) {
+        for _ in 0..100 {
+            self.answer(text);
+            self.send(json!({"type": "response.create"}));
+            loop {
+                match self.next_event() {
+                    Ok(v) if v["type"] == "interview.assessment.started" => return,
+                    Ok(v) if v["type"] == "response.done" => {
+                        // Either another question, or the closing remark
+                        // followed by assessment.started.
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e) => panic!("connection ended mid-interview: {e:?}"),
+                }
+            }
+            if self
+                .events
+                .iter()
+                .any(|e| e["type"] == "interview.assessment.started")
+            {
+                return;
+            }
+            // Peek: after the closing remark the started event follows at once.
+            if let Some(last) = self.events.last() {
+                let text = last["response"]["output"][0]["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or("");
+                if text.contains("last question") {
+                    self.wait_for("interview.assessment.started");
+                    return;
+                }
+            }
+        }
+        panic!("the interview never ended");
+    }
+
+    /// The text of the last interviewer turn.
+    pub fn last_turn_text(&self) -> String {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e["type"] == "response.done")
+            .and_then(|e| e["response"]["output"][0]["content"][0]["text"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+pub fn user_message(text: &str) -> Value {
+    json!({
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    })
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}
+
+/// Writes a config file with a `command` assessor that runs `script` under sh.
+pub fn command_assessor_config(script: &str, extra: &str) -> String {
+    format!(
+        "[assessment]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", {}]\n{extra}\n",
+        toml_string(script)
+    )
+}
+
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Sends a raw HTTP request and returns the status line's code.
+pub fn http_status(addr: SocketAddr, request: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Processes whose command line contains `needle` (for "no child survives").
+pub fn processes_matching(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Records in a journal of the given kind.
+pub fn records<'a>(t: &'a interviewd::journal::Transcript, kind: &str) -> Vec<&'a Value> {
+    t.records.iter().filter(|r| r["kind"] == kind).collect()
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -112,10 +112,13 @@ pub async fn accept(
         let body = "the interview service is at capacity; try again shortly\n";
         return refuse(&mut stream, 503, body, HandshakeError::Refused(503)).await;
     }
-    let subprotocol = header("sec-websocket-protocol")
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == REALTIME_SUBPROTOCOL))
-        .then(|| format!("Sec-WebSocket-Protocol: {REALTIME_SUBPROTOCOL}\r\n"))
-        .unwrap_or_default();
+    let offered = header("sec-websocket-protocol")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == REALTIME_SUBPROTOCOL));
+    let subprotocol = if offered {
+        format!("Sec-WebSocket-Protocol: {REALTIME_SUBPROTOCOL}\r\n")
+    } else {
+        String::new()
+    };
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{subprotocol}\r\n",
         derive_accept_key(key.as_bytes())

@@ -151,6 +151,12 @@ impl Journal {
 }
 
 fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
+    // Held open for syncing the directory after a file is created, so that
+    // creating a session costs exactly one descriptor (its file).
+    let dir_handle = File::open(&dir);
+    if let Err(e) = &dir_handle {
+        log::error!("journal: cannot open {}: {e}", dir.display());
+    }
     let mut files: HashMap<Arc<str>, File> = HashMap::new();
     while let Ok(first) = rx.recv_blocking() {
         let mut batch = vec![first];
@@ -160,7 +166,7 @@ fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        commit(&dir, &mut files, batch);
+        commit(&dir, dir_handle.as_ref().ok(), &mut files, batch);
     }
     log::debug!(
         "journal writer: channel closed and drained, {} file(s) open",
@@ -169,7 +175,12 @@ fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
 }
 
 /// Writes a batch, syncs every file it touched, then acknowledges.
-fn commit(dir: &Path, files: &mut HashMap<Arc<str>, File>, batch: Vec<Op>) {
+fn commit(
+    dir: &Path,
+    dir_handle: Option<&File>,
+    files: &mut HashMap<Arc<str>, File>,
+    batch: Vec<Op>,
+) {
     let mut failed: HashMap<Arc<str>, String> = HashMap::new();
     let mut touched: Vec<Arc<str>> = Vec::new();
     let mut created = false;
@@ -177,7 +188,19 @@ fn commit(dir: &Path, files: &mut HashMap<Arc<str>, File>, batch: Vec<Op>) {
         if failed.contains_key(&op.session) {
             continue;
         }
-        match write_line(dir, files, op, &mut created) {
+        let written = write_line(dir, files, op, &mut created);
+        let written = match written {
+            // A session's last line: sync and close its file now rather than
+            // at the end of the batch, so that its descriptor is free for the
+            // sessions that open files later in this same batch.
+            Ok(()) if op.last => match files.remove(&op.session).map(|f| f.sync_data()) {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            },
+            other => other,
+        };
+        match written {
+            Ok(()) if op.last => {}
             Ok(()) => {
                 if !touched.contains(&op.session) {
                     touched.push(op.session.clone());
@@ -193,7 +216,11 @@ fn commit(dir: &Path, files: &mut HashMap<Arc<str>, File>, batch: Vec<Op>) {
     if created {
         // A new file's directory entry must be durable too, or a crash can
         // lose the whole transcript even though its lines were synced.
-        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        let synced = match dir_handle {
+            Some(d) => d.sync_all(),
+            None => File::open(dir).and_then(|d| d.sync_all()),
+        };
+        if let Err(e) = synced {
             log::error!("journal: syncing {}: {e}", dir.display());
         }
     }
@@ -216,9 +243,6 @@ fn commit(dir: &Path, files: &mut HashMap<Arc<str>, File>, batch: Vec<Op>) {
                 None => Ok(()),
             };
             let _ = ack.try_send(result);
-        }
-        if op.last {
-            files.remove(&op.session);
         }
     }
 }

@@ -105,6 +105,9 @@ pub async fn run(
     let mut next_key = 0u64;
     let mut next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
     let mut accept_paused_until: Option<Instant> = None;
+    // Failed accepts since the last success: the first is logged, the rest
+    // only counted, so that a full fd table does not flood the log.
+    let mut accept_failures = 0u64;
     let mut signals_alive = true;
     let trigger = loop {
         let wake = async {
@@ -144,6 +147,10 @@ pub async fn run(
                 signals_alive = false;
             }
             Wake::Accepted(Ok((stream, peer))) => {
+                if accept_failures > 0 {
+                    log::info!("accepting again after {accept_failures} failed attempt(s)");
+                    accept_failures = 0;
+                }
                 let _ = stream.set_nodelay(true);
                 let admitted = table.values().filter(|e| e.admitted).count()
                     < daemon.config.limits.max_sessions;
@@ -154,10 +161,13 @@ pub async fn run(
             }
             Wake::Accepted(Err(e)) => {
                 if is_resource_exhaustion(&e) {
-                    log::warn!(
-                        "accept failed: {e}; pausing accepts for {} ms, live sessions carry on",
-                        ACCEPT_BACKOFF.as_millis()
-                    );
+                    if accept_failures == 0 {
+                        log::warn!(
+                            "accept failed: {e}; retrying every {} ms while live sessions carry on",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
+                    accept_failures += 1;
                     accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                 } else {
                     log::debug!("accept: {e}");

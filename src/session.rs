@@ -183,31 +183,38 @@ async fn serve(
         .max_write_buffer_size(limits.max_message_bytes.max(1 << 20))
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
-    let upgrade = async { Some(handshake::accept(stream, admit, ws_config).await) }
+    let upgrade = async { Upgrade::Done(handshake::accept(stream, admit, ws_config).await) }
         .or(async {
             Timer::after(limits.handshake_timeout.0).await;
-            None
+            Upgrade::TimedOut
+        })
+        .or(async {
+            // A client still in its handshake has no session to close yet:
+            // on shutdown it is simply dropped, without waiting for it.
+            let _ = control.recv().await;
+            Upgrade::ShuttingDown
         })
         .await;
     let ws = match upgrade {
-        Some(Ok(ws)) => ws,
-        Some(Err(HandshakeError::Refused(503))) => {
+        Upgrade::Done(Ok(ws)) => ws,
+        Upgrade::Done(Err(HandshakeError::Refused(503))) => {
             log::warn!(
                 "refused {peer}: at limits.max_sessions ({})",
                 limits.max_sessions
             );
             return;
         }
-        Some(Err(e)) => {
+        Upgrade::Done(Err(e)) => {
             log::debug!("connection from {peer}: {e}");
             return;
         }
-        None => {
+        Upgrade::TimedOut => {
             log::info!(
                 "connection from {peer}: no complete request within limits.handshake_timeout"
             );
             return;
         }
+        Upgrade::ShuttingDown => return,
     };
     shared.phase.set(Phase::Interview);
     shared.last_activity.set(Instant::now());
@@ -233,6 +240,13 @@ fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Opt
     }
     let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
     log::info!("session {} ended: {}{detail}", shared.id, reason.as_str());
+}
+
+/// How the HTTP part of a connection ended.
+enum Upgrade {
+    Done(Result<Ws, HandshakeError>),
+    TimedOut,
+    ShuttingDown,
 }
 
 /// An assessment in progress.

@@ -29,10 +29,16 @@ impl Daemon {
     /// Starts `interviewd serve` with this configuration file text (may be
     /// empty) and waits for its `listening on` line.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, |_| {})
+    }
+
+    /// Like [`Daemon::start`], with a chance to adjust the command first.
+    pub fn start_with(config: &str, customize: impl FnOnce(&mut Command)) -> Daemon {
         let state = tempfile::tempdir().expect("temp dir");
         let config_path = state.path().join("interviewd.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_interviewd"));
+        command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
@@ -47,9 +53,9 @@ impl Daemon {
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start interviewd");
+            .stderr(Stdio::piped());
+        customize(&mut command);
+        let mut child = command.spawn().expect("start interviewd");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

@@ -1,0 +1,145 @@
+//! Resource limits: running out of file descriptors.
+
+mod common;
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The hard (and so soft) open-file limit the daemon runs under here.
+const NOFILE: u64 = 48;
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// When accept() fails with EMFILE the daemon logs it once, keeps serving
+/// the sessions it has without spinning, and accepts again once a
+/// descriptor is free.
+#[test]
+fn fd_exhaustion_is_logged_once_and_live_sessions_carry_on() {
+    let daemon = Daemon::start_with("", |cmd| {
+        // SAFETY: setrlimit is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: NOFILE,
+                    rlim_max: NOFILE,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // Every session takes two descriptors (socket, transcript); a bare TCP
+    // connection in its handshake takes one. Even out the free count,
+    // counted once a first session is up (so that everything the daemon
+    // opens lazily is open).
+    let mut clients = vec![Client::connect(&daemon.url())];
+    let free = NOFILE as usize - open_fds(daemon.pid());
+    let mut _filler = None;
+    if free % 2 == 1 {
+        _filler = Some(TcpStream::connect(daemon.addr).unwrap());
+        let deadline = Instant::now() + WAIT;
+        while NOFILE as usize - open_fds(daemon.pid()) != free - 1 {
+            assert!(
+                Instant::now() < deadline,
+                "filler connection never accepted"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    // Connect sessions until one is left waiting in the backlog.
+    let pending = loop {
+        let (tx, rx) = mpsc::channel();
+        let url = daemon.url();
+        let attempt = std::thread::spawn(move || {
+            let mut client = Client::connect_raw(&url);
+            let first = client.next_event();
+            let _ = tx.send(());
+            match first {
+                Ok(event) if event["type"] == "session.created" => {
+                    client.wait_for("response.done");
+                    Ok(client)
+                }
+                Ok(event) => Err(format!(
+                    "unexpected first event {event}; then {:?}",
+                    client.read_to_end()
+                )),
+                Err(ended) => Err(format!("ended before session.created: {ended:?}")),
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let connected = loop {
+            if rx.recv_timeout(Duration::from_millis(20)).is_ok() {
+                break true;
+            }
+            if daemon.log().contains("accept failed") {
+                break false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "neither connected nor EMFILE; log:\n{}",
+                daemon.log()
+            );
+        };
+        if !connected {
+            break attempt;
+        }
+        match attempt.join().expect("client thread") {
+            Ok(client) => clients.push(client),
+            // The last descriptor went to the socket, none was left for the
+            // transcript: refused with a clear error, not a hang.
+            Err(why) => assert!(
+                why.contains("transcript_unavailable") || why.contains("1011"),
+                "{why}"
+            ),
+        }
+        assert!(
+            clients.len() < NOFILE as usize,
+            "never ran out of descriptors"
+        );
+    };
+    assert!(
+        daemon.log().contains("Too many open files"),
+        "log:\n{}",
+        daemon.log()
+    );
+    assert!(
+        clients.len() >= 2,
+        "too few sessions before the limit: {}",
+        clients.len()
+    );
+
+    // Live sessions carry on while accepts fail.
+    let answered = clients[0].answer("Still here while the daemon is out of descriptors.");
+    assert!(answered.starts_with("item_"));
+
+    // Freeing sessions lets the waiting connection in, and new ones after it.
+    drop(clients.pop());
+    drop(clients.pop());
+    let waited = pending.join().expect("client thread");
+    if let Err(why) = &waited {
+        assert!(
+            why.contains("1011"),
+            "the waiting connection got no clear answer: {why}"
+        );
+    }
+    daemon.wait_for_log("accepting again after");
+    let fresh = Client::connect(&daemon.url());
+    assert!(fresh.session_id.starts_with("sess_"));
+    assert_eq!(
+        daemon.log().matches("accept failed").count(),
+        1,
+        "accept failures must be logged once; log:\n{}",
+        daemon.log()
+    );
+}

@@ -26,6 +26,7 @@ const DEFAULT_STATE_DIR: &str = "./interviewd-state";
 #[command(
     name = "interviewd",
     version,
+    propagate_version = true,
     about = "An AI job-interview daemon that stops cleanly"
 )]
 struct Cli {

@@ -183,20 +183,26 @@ async fn serve(
         .max_write_buffer_size(limits.max_message_bytes.max(1 << 20))
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
-    let upgrade = async { Upgrade::Done(handshake::accept(stream, admit, ws_config).await) }
-        .or(async {
-            Timer::after(limits.handshake_timeout.0).await;
-            Upgrade::TimedOut
-        })
-        .or(async {
-            // A client still in its handshake has no session to close yet:
-            // on shutdown it is simply dropped, without waiting for it.
-            let _ = control.recv().await;
-            Upgrade::ShuttingDown
-        })
-        .await;
+    let upgrade = async {
+        Upgrade::Done(
+            handshake::accept(stream, admit, ws_config)
+                .await
+                .map(Box::new),
+        )
+    }
+    .or(async {
+        Timer::after(limits.handshake_timeout.0).await;
+        Upgrade::TimedOut
+    })
+    .or(async {
+        // A client still in its handshake has no session to close yet:
+        // on shutdown it is simply dropped, without waiting for it.
+        let _ = control.recv().await;
+        Upgrade::ShuttingDown
+    })
+    .await;
     let ws = match upgrade {
-        Upgrade::Done(Ok(ws)) => ws,
+        Upgrade::Done(Ok(ws)) => *ws,
         Upgrade::Done(Err(HandshakeError::Refused(503))) => {
             log::warn!(
                 "refused {peer}: at limits.max_sessions ({})",
@@ -244,7 +250,7 @@ fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Opt
 
 /// How the HTTP part of a connection ended.
 enum Upgrade {
-    Done(Result<Ws, HandshakeError>),
+    Done(Result<Box<Ws>, HandshakeError>),
     TimedOut,
     ShuttingDown,
 }
@@ -372,6 +378,11 @@ impl Session {
             if let Err(end) = flow {
                 return end;
             }
+            if self.ws.is_none() && self.assessing.is_none() {
+                // A write timed out: the client stopped reading mid-interview.
+                let detail = format!("client did not read for {} s", SEND_TIMEOUT.as_secs());
+                return Finish::quietly(EndReason::Error, detail);
+            }
         }
     }
 
@@ -470,9 +481,10 @@ impl Session {
     /// assessment the report is still produced and written.
     async fn client_gone(&mut self, why: &str) -> Flow {
         if let Some(mut ws) = self.ws.take() {
-            // Completes the close handshake if the client started one.
+            // If the client sent a close frame, tungstenite has queued the
+            // reply; flushing sends it, completing the close handshake.
             let _ = ws
-                .close(None)
+                .flush()
                 .or(async {
                     Timer::after(CLOSE_REPLY_TIMEOUT).await;
                     Ok(())

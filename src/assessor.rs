@@ -169,11 +169,10 @@ fn run_command(
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
+    let mut child = children
+        .spawn(&mut command)
         .map_err(|e| format!("cannot start assessor `{}`: {e}", argv[0]))?;
     let group = child.id() as libc::pid_t;
-    children.add(group);
     pgid.store(group, Ordering::SeqCst);
 
     // Write the transcript, then read the report. A child that never reads

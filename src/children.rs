@@ -12,27 +12,58 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Clone, Default)]
 pub struct ChildGroups {
-    inner: Arc<Mutex<BTreeSet<libc::pid_t>>>,
+    inner: Arc<Mutex<Groups>>,
+}
+
+#[derive(Default)]
+struct Groups {
+    live: BTreeSet<libc::pid_t>,
+    /// Set when shutdown begins: no new child may start after it.
+    closed: bool,
 }
 
 impl ChildGroups {
-    fn groups(&self) -> MutexGuard<'_, BTreeSet<libc::pid_t>> {
+    fn groups(&self) -> MutexGuard<'_, Groups> {
         // A panic while holding this lock cannot leave the set inconsistent.
         self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    pub fn add(&self, pgid: libc::pid_t) {
-        self.groups().insert(pgid);
+    /// Starts a child and registers its group in one step, so that shutdown
+    /// cannot signal the groups between the two and miss this one. Refused
+    /// once shutdown has begun. The lock is held across fork/exec, about a
+    /// millisecond; nothing waits on it for long.
+    pub fn spawn(
+        &self,
+        command: &mut std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
+        let mut groups = self.groups();
+        if groups.closed {
+            return Err(std::io::Error::other("the daemon is shutting down"));
+        }
+        let child = command.spawn()?;
+        groups.live.insert(child.id() as libc::pid_t);
+        Ok(child)
     }
 
     pub fn remove(&self, pgid: libc::pid_t) {
-        self.groups().remove(&pgid);
+        self.groups().live.remove(&pgid);
     }
 
     pub fn len(&self) -> usize {
-        self.groups().len()
+        self.groups().live.len()
+    }
+
+    /// Refuses new children from now on, and signals the live groups.
+    pub fn close_and_signal(&self, signal: libc::c_int) -> usize {
+        let mut groups = self.groups();
+        groups.closed = true;
+        groups
+            .live
+            .iter()
+            .filter(|&&pgid| kill_group(pgid, signal))
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -43,6 +74,7 @@ impl ChildGroups {
     pub fn signal_all(&self, signal: libc::c_int) -> usize {
         let groups = self.groups();
         groups
+            .live
             .iter()
             .filter(|&&pgid| kill_group(pgid, signal))
             .count()

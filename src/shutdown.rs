@@ -128,7 +128,7 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
     done(Step::CancelSessions, t, format!("{cancelled} cancelled"));
 
     let t = Instant::now();
-    let termed = s.children.signal_all(libc::SIGTERM);
+    let termed = s.children.close_and_signal(libc::SIGTERM);
     let mut left = Vec::new();
     if s.workers.borrow().count(WorkerKind::Assessment) > 0 {
         left = wait_for(

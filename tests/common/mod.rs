@@ -22,7 +22,6 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub state: tempfile::TempDir,
     log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -61,7 +60,7 @@ impl Daemon {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         // Owned by the Daemon: ends at EOF, i.e. when the process exits.
-        let reader = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.split("listening on ").nth(1) {
@@ -88,7 +87,6 @@ impl Daemon {
             addr,
             state,
             log,
-            reader: Some(reader),
         }
     }
 
@@ -118,9 +116,9 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
+                // The log reader ends at EOF on the daemon's stderr; not
+                // joined here, since a child that outlived the daemon may
+                // hold that pipe open.
                 return status;
             }
             if Instant::now() > deadline {
@@ -255,6 +253,9 @@ impl Client {
                     return Ok(v);
                 }
                 Ok(Message::Close(frame)) => {
+                    // Send the queued close reply, completing the handshake
+                    // as a real client does.
+                    let _ = self.ws.flush();
                     return Err(Ended::Closed(
                         frame.map(|f| u16::from(f.code)).unwrap_or(1005),
                     ));

@@ -1,0 +1,358 @@
+//! A session's conversation: the client's events and the interviewer's turns.
+
+use std::time::Instant;
+
+use async_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use serde_json::json;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{EndReason, Finish, Flow, JournalState, Session};
+use crate::interviewer::Turn;
+use crate::journal::now_rfc3339;
+use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role};
+
+impl Session {
+    /// Opens the journal, then greets the candidate.
+    pub(super) async fn start(&mut self) -> Flow {
+        let header = json!({
+            "kind": "header",
+            "session_id": &*self.shared.id,
+            "started_at": now_rfc3339(),
+            "script_title": self.env.script.title,
+            "interviewer": "scripted",
+            "assessor": self.assessor.name(),
+            "daemon_version": env!("CARGO_PKG_VERSION"),
+        });
+        if let Err(e) = self
+            .env
+            .journal
+            .append_durable(&self.shared.id, header)
+            .await
+        {
+            log::error!("session {}: cannot open transcript: {e}", self.shared.id);
+            let error = ProtocolError::server(
+                "transcript_unavailable",
+                format!("the interview cannot be recorded: {e}"),
+            );
+            self.send(protocol::error(&error, None)).await;
+            return Err(Finish::closing(
+                EndReason::Error,
+                &e.to_string(),
+                CloseCode::Error,
+                "transcript unavailable",
+            ));
+        }
+        self.shared.journal.set(JournalState::Open);
+        let expires_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            + 3600;
+        let created = protocol::session_created(
+            &self.shared.id,
+            &self.interviewer.instructions(),
+            expires_at,
+        );
+        self.send(created).await;
+        match self.interviewer.opening().await {
+            Ok(turn) => self.emit_turn(turn).await,
+            Err(e) => Err(Finish::quietly(
+                EndReason::Error,
+                format!("interviewer failed: {}", e.0),
+            )),
+        }
+    }
+
+    /// The client broke the WebSocket rules: it is closed with `code`. That
+    /// ends the interview, but not an assessment under way: the report is
+    /// still produced, as when a client disconnects.
+    async fn violation(&mut self, detail: String, code: CloseCode, why: &'static str) -> Flow {
+        if self.assessing.is_none() {
+            return Err(Finish::closing(EndReason::Error, &detail, code, why));
+        }
+        self.close(code, why).await;
+        self.client_gone(&detail).await
+    }
+
+    pub(super) async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Flow {
+        if matches!(frame, Some(Ok(_))) {
+            self.shared.last_activity.set(Instant::now());
+        }
+        match frame {
+            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => {
+                let e = ProtocolError::invalid(
+                    "binary_not_supported",
+                    "binary frames are not supported; send JSON text frames",
+                    None,
+                );
+                self.refuse(e, None).await
+            }
+            Some(Ok(Message::Close(_))) | None => {
+                self.client_gone("client closed the connection").await
+            }
+            Some(Ok(_)) => Ok(()), // ping, pong: activity only
+            // A connection dropped without a close frame: the client is gone,
+            // it did nothing wrong on the wire.
+            Some(Err(WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake))) => {
+                self.client_gone("connection dropped without a close frame")
+                    .await
+            }
+            Some(Err(WsError::Capacity(e))) => {
+                let detail = format!("client frame over limits.max_message_bytes: {e}");
+                self.violation(detail, CloseCode::Size, "message too big")
+                    .await
+            }
+            Some(Err(WsError::Utf8(_))) => {
+                let detail = "client sent invalid UTF-8".to_owned();
+                self.violation(detail, CloseCode::Invalid, "text frame is not UTF-8")
+                    .await
+            }
+            Some(Err(WsError::Protocol(e))) => {
+                let detail = format!("WebSocket protocol error: {e}");
+                self.violation(detail, CloseCode::Protocol, "protocol error")
+                    .await
+            }
+            Some(Err(e)) => self.client_gone(&format!("connection lost: {e}")).await,
+        }
+    }
+
+    /// The client is gone. Mid-interview that ends the session; during the
+    /// assessment the report is still produced and written.
+    pub(super) async fn client_gone(&mut self, why: &str) -> Flow {
+        self.drop_client().await;
+        if self.assessing.is_some() {
+            log::info!(
+                "session {}: {why}; the assessment continues",
+                self.shared.id
+            );
+            self.env.journal.append(
+                &self.shared.id,
+                json!({"kind": "client_gone", "detail": why, "at": now_rfc3339()}),
+            );
+            return Ok(());
+        }
+        Err(Finish::quietly(EndReason::ClientClosed, why.to_owned()))
+    }
+
+    pub(super) async fn on_text(&mut self, text: &str) -> Flow {
+        let (event_id, parsed) = protocol::parse(text, self.env.config.limits.max_text_bytes);
+        match parsed {
+            Ok(event) => {
+                self.invalid_streak = 0;
+                self.on_event(event, event_id.as_deref()).await
+            }
+            Err(e) => self.refuse(e, event_id.as_deref()).await,
+        }
+    }
+
+    /// Answers an invalid event with an `error`; too many in a row and the
+    /// client is closed with 1008.
+    pub(super) async fn refuse(&mut self, e: ProtocolError, event_id: Option<&str>) -> Flow {
+        self.invalid_streak += 1;
+        log::debug!(
+            "session {}: invalid client event: {}",
+            self.shared.id,
+            e.message
+        );
+        self.send(protocol::error(&e, event_id)).await;
+        if self.invalid_streak >= self.env.config.limits.max_invalid_events {
+            let detail = format!("{} invalid events in a row", self.invalid_streak);
+            return Err(Finish::closing(
+                EndReason::Error,
+                &detail,
+                CloseCode::Policy,
+                "too many invalid events",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An error that is not the client's fault (or not garbage): reported,
+    /// and the streak of invalid events is not advanced.
+    pub(super) async fn report(&mut self, e: ProtocolError, event_id: Option<&str>) -> Flow {
+        self.send(protocol::error(&e, event_id)).await;
+        Ok(())
+    }
+
+    pub(super) async fn on_event(&mut self, event: ClientEvent, event_id: Option<&str>) -> Flow {
+        let over = self.interviewer.current_question().is_none();
+        match event {
+            ClientEvent::CreateItem { .. }
+            | ClientEvent::CreateResponse
+            | ClientEvent::DeleteItem { .. }
+            | ClientEvent::Finish
+                if over =>
+            {
+                let e = ProtocolError::invalid(
+                    "interview_over",
+                    "the interview has ended; the assessment is under way",
+                    None,
+                );
+                self.report(e, event_id).await
+            }
+            ClientEvent::CreateItem { text } => self.add_answer(text, event_id).await,
+            ClientEvent::CreateResponse => {
+                let words = self.words_for_current_question();
+                match self.interviewer.respond(words).await {
+                    Ok(turn) => self.emit_turn(turn).await,
+                    Err(e) => Err(Finish::quietly(
+                        EndReason::Error,
+                        format!("interviewer failed: {}", e.0),
+                    )),
+                }
+            }
+            ClientEvent::Finish => match self.interviewer.finish().await {
+                Ok(turn) => self.emit_turn(turn).await,
+                Err(e) => Err(Finish::quietly(
+                    EndReason::Error,
+                    format!("interviewer failed: {}", e.0),
+                )),
+            },
+            ClientEvent::CancelResponse => {
+                let e = ProtocolError::invalid(
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found",
+                    None,
+                );
+                self.report(e, event_id).await
+            }
+            ClientEvent::RetrieveItem { item_id } => {
+                match self.items.iter().find(|i| i.id == item_id) {
+                    Some(item) => {
+                        let event = protocol::item_retrieved(item);
+                        self.send(event).await;
+                        Ok(())
+                    }
+                    None => self.report(item_not_found(&item_id), event_id).await,
+                }
+            }
+            ClientEvent::DeleteItem { item_id } => self.delete_item(item_id, event_id).await,
+        }
+    }
+
+    /// Records a candidate's answer; confirms it only once it is on disk.
+    pub(super) async fn add_answer(&mut self, text: String, event_id: Option<&str>) -> Flow {
+        let question = self
+            .interviewer
+            .current_question()
+            .unwrap_or_default()
+            .to_owned();
+        let item = Item {
+            id: self.ids.next("item"),
+            role: Role::User,
+            text,
+        };
+        let record = json!({
+            "kind": "item", "item_id": item.id, "role": "user", "question_id": question,
+            "text": item.text, "at": now_rfc3339(),
+        });
+        if let Err(e) = self
+            .env
+            .journal
+            .append_durable(&self.shared.id, record)
+            .await
+        {
+            log::error!("session {}: answer not recorded: {e}", self.shared.id);
+            let error = ProtocolError::server(
+                "transcript_write_failed",
+                format!("your answer was not saved, please send it again: {e}"),
+            );
+            return self.report(error, event_id).await;
+        }
+        let previous = self.items.last().map(|i| i.id.clone());
+        for event in protocol::user_item_added(&item, previous.as_deref()) {
+            self.send(event).await;
+        }
+        self.answered.push((item.id.clone(), question));
+        self.items.push(item);
+        Ok(())
+    }
+
+    pub(super) async fn delete_item(&mut self, item_id: String, event_id: Option<&str>) -> Flow {
+        let Some(pos) = self.items.iter().position(|i| i.id == item_id) else {
+            return self.report(item_not_found(&item_id), event_id).await;
+        };
+        if self.items[pos].role != Role::User {
+            let e = ProtocolError::invalid(
+                "invalid_value",
+                "only the candidate's own items can be deleted",
+                Some("item_id"),
+            );
+            return self.report(e, event_id).await;
+        }
+        let record = json!({"kind": "item_deleted", "item_id": item_id, "at": now_rfc3339()});
+        if let Err(e) = self
+            .env
+            .journal
+            .append_durable(&self.shared.id, record)
+            .await
+        {
+            let error = ProtocolError::server(
+                "transcript_write_failed",
+                format!("the item was not deleted: {e}"),
+            );
+            return self.report(error, event_id).await;
+        }
+        self.items.remove(pos);
+        self.answered.retain(|(id, _)| *id != item_id);
+        self.send(protocol::item_deleted(&item_id)).await;
+        Ok(())
+    }
+
+    pub(super) fn words_for_current_question(&self) -> usize {
+        let Some(current) = self.interviewer.current_question() else {
+            return 0;
+        };
+        self.answered
+            .iter()
+            .filter(|(_, q)| q == current)
+            .filter_map(|(id, _)| self.items.iter().find(|i| i.id == *id))
+            .map(|i| i.text.split_whitespace().count())
+            .sum()
+    }
+
+    /// Sends an interviewer turn as a complete text response; after the
+    /// closing remark, starts the assessment.
+    pub(super) async fn emit_turn(&mut self, turn: Turn) -> Flow {
+        let (text, closing) = match turn {
+            Turn::Ask(text) => (text, false),
+            Turn::Close(text) => (text, true),
+        };
+        let item = Item {
+            id: self.ids.next("item"),
+            role: Role::Assistant,
+            text,
+        };
+        self.env.journal.append(
+            &self.shared.id,
+            json!({"kind": "item", "item_id": item.id, "role": "assistant", "text": item.text, "at": now_rfc3339()}),
+        );
+        let previous = self.items.last().map(|i| i.id.clone());
+        let response_id = self.ids.next("resp");
+        let events = protocol::text_response(
+            &response_id,
+            &self.conversation_id,
+            &item,
+            previous.as_deref(),
+        );
+        self.items.push(item);
+        self.send_all(events).await;
+        if closing {
+            self.start_assessment().await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn item_not_found(item_id: &str) -> ProtocolError {
+    let shown: String = item_id.chars().take(64).collect();
+    ProtocolError::invalid(
+        "item_not_found",
+        format!("no item with id `{shown}` in this conversation"),
+        Some("item_id"),
+    )
+}

@@ -1,0 +1,395 @@
+//! One interview session: a future that owns a client connection from the
+//! HTTP request to the final close frame.
+//!
+//! The central loop holds each session's `Task` in its table. Removing the
+//! entry drops the task, which cancels the session where it stands; the
+//! session's [`EndGuard`] then writes the journal's end line with the reason
+//! the loop gave (`stale` or `shutdown`). Sessions that end by themselves
+//! write it directly (`completed`, `client_closed`, `error`).
+//!
+//! Everything here runs on the executor thread: the session never blocks.
+//! Disk writes go to the journal thread, assessments to worker threads.
+//!
+//! This file holds the lifecycle (handshake, run loop, end); `conversation`
+//! handles client events and interviewer turns, `assessment` the report,
+//! and `io` the bounded writes, the close handshake and the wait.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use serde_json::Value;
+use smol::future::FutureExt;
+use smol::net::TcpStream;
+use smol::Timer;
+
+use crate::assessor::{Assessor, Running};
+use crate::children::ChildGroups;
+use crate::config::Config;
+use crate::handshake::{self, HandshakeError, Ws};
+use crate::ids::Counter;
+use crate::interviewer::Interviewer;
+use crate::journal::{EndReason, Journal};
+use crate::protocol::Item;
+use crate::script::Script;
+use crate::workers::Workers;
+
+mod assessment;
+mod conversation;
+mod io;
+
+/// How long one write to a client may take. A client that does not read
+/// for this long is treated as gone, so it cannot pin a session forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long we wait for the client's reply to our close frame; waiting
+/// lets the close handshake finish before the TCP connection is torn down.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Read buffer per connection. tungstenite's default is 128 KiB, allocated
+/// up front; interview events are small, and the buffer grows on demand for
+/// the rare large frame.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// What a session is doing, as the loop sees it (shutdown logs, sweeper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Handshake,
+    Interview,
+    Assessing,
+    Closing,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::Interview => "interview",
+            Phase::Assessing => "assessing",
+            Phase::Closing => "closing",
+        }
+    }
+}
+
+/// Messages from the loop to a session.
+#[derive(Debug)]
+pub enum Control {
+    /// Shutdown: send close 1012 to the client and end.
+    GoAway,
+}
+
+/// Messages from a session to the loop.
+#[derive(Debug)]
+pub enum Event {
+    /// The session's future is about to return; remove its entry.
+    Ended(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JournalState {
+    NotOpened,
+    Open,
+    Ended,
+}
+
+/// State the loop and the session share. Single-threaded, so plain `Cell`s.
+pub struct Shared {
+    pub id: Arc<str>,
+    pub phase: Cell<Phase>,
+    /// The last time any frame arrived from the client; the sweeper reads it.
+    pub last_activity: Cell<Instant>,
+    /// Set by the loop before it drops the task; written as the end reason.
+    pub cancel_reason: Cell<EndReason>,
+    journal: Cell<JournalState>,
+}
+
+impl Shared {
+    pub fn new(id: String) -> Shared {
+        Shared {
+            id: id.into(),
+            phase: Cell::new(Phase::Handshake),
+            last_activity: Cell::new(Instant::now()),
+            cancel_reason: Cell::new(EndReason::Error),
+            journal: Cell::new(JournalState::NotOpened),
+        }
+    }
+}
+
+/// What a session needs from the daemon, fixed when it starts: a reload
+/// (SIGHUP) changes what later sessions get, never a live one.
+#[derive(Clone)]
+pub struct Env {
+    pub config: Rc<Config>,
+    pub script: Arc<Script>,
+    pub journal: Journal,
+    pub workers: Rc<RefCell<Workers>>,
+    pub children: ChildGroups,
+    pub reports_dir: Rc<PathBuf>,
+    pub events: async_channel::Sender<Event>,
+}
+
+/// Writes the end line of a session cancelled by drop.
+struct EndGuard {
+    shared: Rc<Shared>,
+    journal: Journal,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if self.shared.journal.get() == JournalState::Open {
+            let reason = self.shared.cancel_reason.get();
+            let detail = match reason {
+                EndReason::Stale => "no client activity within sessions.idle_timeout",
+                EndReason::Shutdown => "daemon shutdown",
+                _ => "session cancelled",
+            };
+            self.journal.end(&self.shared.id, reason, Some(detail));
+            self.shared.journal.set(JournalState::Ended);
+        }
+    }
+}
+
+/// Runs a session to its end. `admit` is false when the daemon is full: the
+/// request gets HTTP 503 and nothing else happens.
+pub async fn run(
+    key: u64,
+    shared: Rc<Shared>,
+    env: Env,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admit: bool,
+    control: async_channel::Receiver<Control>,
+) {
+    let guard = EndGuard {
+        shared: shared.clone(),
+        journal: env.journal.clone(),
+    };
+    serve(&shared, &env, stream, peer, admit, control).await;
+    drop(guard);
+    let _ = env.events.try_send(Event::Ended(key));
+}
+
+async fn serve(
+    shared: &Rc<Shared>,
+    env: &Env,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admit: bool,
+    control: async_channel::Receiver<Control>,
+) {
+    let limits = &env.config.limits;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_message_bytes.max(1 << 20))
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes));
+    let upgrade = async {
+        Upgrade::Done(
+            handshake::accept(stream, admit, ws_config)
+                .await
+                .map(Box::new),
+        )
+    }
+    .or(async {
+        Timer::after(limits.handshake_timeout.0).await;
+        Upgrade::TimedOut
+    })
+    .or(async {
+        // A client still in its handshake has no session to close yet:
+        // on shutdown it is simply dropped, without waiting for it.
+        let _ = control.recv().await;
+        Upgrade::ShuttingDown
+    })
+    .await;
+    let ws = match upgrade {
+        Upgrade::Done(Ok(ws)) => *ws,
+        Upgrade::Done(Err(HandshakeError::Refused(503))) => {
+            log::warn!(
+                "refused {peer}: at limits.max_sessions ({})",
+                limits.max_sessions
+            );
+            return;
+        }
+        Upgrade::Done(Err(e)) => {
+            log::debug!("connection from {peer}: {e}");
+            return;
+        }
+        Upgrade::TimedOut => {
+            log::info!(
+                "connection from {peer}: no complete request within limits.handshake_timeout"
+            );
+            return;
+        }
+        Upgrade::ShuttingDown => return,
+    };
+    shared.phase.set(Phase::Interview);
+    shared.last_activity.set(Instant::now());
+    let mut session = Session::new(shared.clone(), env.clone(), ws);
+    log::info!("session {} started for {peer}", shared.id);
+    let finish = session.run(&control).await;
+    record_end(
+        shared,
+        &env.journal,
+        finish.reason,
+        finish.detail.as_deref(),
+    );
+    if let Some((code, why)) = finish.close {
+        session.close(code, why).await;
+    }
+}
+
+/// Writes the end line (once) and logs the end.
+fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Option<&str>) {
+    if shared.journal.get() == JournalState::Open {
+        journal.end(&shared.id, reason, detail);
+        shared.journal.set(JournalState::Ended);
+    }
+    let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+    log::info!("session {} ended: {}{detail}", shared.id, reason.as_str());
+}
+
+/// How the HTTP part of a connection ended.
+enum Upgrade {
+    Done(Result<Box<Ws>, HandshakeError>),
+    TimedOut,
+    ShuttingDown,
+}
+
+/// An assessment in progress.
+struct Assessing {
+    job: Running,
+    started: Instant,
+    deadline: Instant,
+    next_keepalive: Instant,
+}
+
+/// What woke the session up.
+enum Wake {
+    Frame(Option<Result<Message, WsError>>),
+    Control(Control),
+    Ping,
+    Keepalive,
+    Assessed(Result<Value, String>),
+    AssessmentTimedOut,
+}
+
+/// How a session ends: the journal's end line, then (if the client is
+/// still there) a close frame. The end line is written first, so that
+/// whatever happens during the close handshake cannot change it.
+struct Finish {
+    reason: EndReason,
+    detail: Option<String>,
+    close: Option<(CloseCode, &'static str)>,
+}
+
+impl Finish {
+    fn closing(reason: EndReason, detail: &str, code: CloseCode, why: &'static str) -> Finish {
+        Finish {
+            reason,
+            detail: Some(detail.to_owned()),
+            close: Some((code, why)),
+        }
+    }
+
+    fn quietly(reason: EndReason, detail: String) -> Finish {
+        Finish {
+            reason,
+            detail: Some(detail),
+            close: None,
+        }
+    }
+}
+
+/// The outcome of handling one thing: go on, or end.
+type Flow = Result<(), Finish>;
+
+struct Session {
+    shared: Rc<Shared>,
+    env: Env,
+    /// `None` once the client has gone; an assessment carries on without it.
+    ws: Option<Ws>,
+    ids: Counter,
+    conversation_id: String,
+    interviewer: Interviewer,
+    assessor: Assessor,
+    /// The conversation, in order (deleted items removed).
+    items: Vec<Item>,
+    /// The question each user item answers, by item id.
+    answered: Vec<(String, String)>,
+    invalid_streak: u32,
+    next_ping: Instant,
+    assessing: Option<Assessing>,
+}
+
+impl Session {
+    fn new(shared: Rc<Shared>, env: Env, ws: Ws) -> Session {
+        let interviewer = Interviewer::new(env.config.interview.engine, env.script.clone());
+        let assessor = Assessor::from_config(&env.config);
+        let conversation_id = format!("conv_{}", &shared.id[5..21]);
+        Session {
+            next_ping: Instant::now() + env.config.sessions.ping_interval.0,
+            shared,
+            env,
+            ws: Some(ws),
+            ids: Counter::default(),
+            conversation_id,
+            interviewer,
+            assessor,
+            items: Vec::new(),
+            answered: Vec::new(),
+            invalid_streak: 0,
+            assessing: None,
+        }
+    }
+
+    async fn run(&mut self, control: &async_channel::Receiver<Control>) -> Finish {
+        match self.start().await {
+            Ok(()) => {}
+            Err(end) => return end,
+        }
+        loop {
+            let wake = io::next_wake(&mut self.ws, &self.assessing, control, self.next_ping).await;
+            let flow = match wake {
+                Wake::Control(Control::GoAway) => Err(Finish::closing(
+                    EndReason::Shutdown,
+                    "daemon shutdown",
+                    CloseCode::Restart,
+                    "service restart",
+                )),
+                Wake::Frame(frame) => self.on_frame(frame).await,
+                Wake::Ping => {
+                    self.next_ping = Instant::now() + self.env.config.sessions.ping_interval.0;
+                    self.send_raw(Message::Ping(Default::default())).await;
+                    Ok(())
+                }
+                Wake::Keepalive => self.keepalive().await,
+                Wake::Assessed(result) => self.assessed(result).await,
+                Wake::AssessmentTimedOut => {
+                    if let Some(a) = &self.assessing {
+                        a.job.terminate().await;
+                    }
+                    let timeout = humantime::format_duration(self.env.config.assessment.timeout.0);
+                    self.assessed(Err(format!(
+                        "the assessment did not finish within {timeout}"
+                    )))
+                    .await
+                }
+            };
+            if let Err(end) = flow {
+                return end;
+            }
+            if self.ws.is_none() && self.assessing.is_none() {
+                // A write timed out: the client stopped reading mid-interview.
+                let detail = format!("client did not read for {} s", SEND_TIMEOUT.as_secs());
+                return Finish::quietly(EndReason::Error, detail);
+            }
+        }
+    }
+}

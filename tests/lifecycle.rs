@@ -1,0 +1,1086 @@
+//! Session lifecycle, assessment, durability, configuration and the command
+//! line, all through the real `interviewd` binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use interviewd::journal::Transcript;
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+// ---------------------------------------------------------------------------
+// Helpers local to this file.
+// ---------------------------------------------------------------------------
+
+/// Polls `f` until it yields a value; panics with `what` after [`WAIT`].
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until the session's journal has an end line and returns it whole.
+fn ended_journal(daemon: &Daemon, id: &str) -> Transcript {
+    let path = daemon.journal_path(id);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(t) = interviewd::journal::read(&path) {
+            if t.end_reason().is_some() {
+                return t;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "journal {} never got an end line; log:\n{}",
+                path.display(),
+                daemon.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `needle` occurs at least `n` times in the daemon's log.
+fn wait_for_log_count(daemon: &Daemon, needle: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while daemon.log().matches(needle).count() < n {
+        if Instant::now() > deadline {
+            panic!(
+                "log never contained {needle:?} {n} time(s); log:\n{}",
+                daemon.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A string unique to this test run, to recognise our own child processes.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}{:09}", std::process::id(), nanos)
+}
+
+/// Writes a two-question interview script whose texts carry `tag`.
+fn write_script(dir: &Path, tag: &str) -> PathBuf {
+    let path = dir.join(format!("script-{tag}.toml"));
+    let text = format!(
+        "title = \"Lifecycle {tag}\"\n\
+         greeting = \"Welcome to the {tag} interview.\"\n\
+         closing = \"That was the last question of the {tag} interview.\"\n\
+         [[questions]]\nid = \"alpha\"\ntext = \"{tag} question one: what do you build?\"\n\
+         [[questions]]\nid = \"beta\"\ntext = \"{tag} question two: how do you test it?\"\n"
+    );
+    std::fs::write(&path, text).expect("write script");
+    path
+}
+
+fn script_config(script: &Path) -> String {
+    format!(
+        "\n[interview]\nscript = {}\n",
+        toml_string(&script.to_string_lossy())
+    )
+}
+
+/// Answers both questions of a [`write_script`] script and waits for the
+/// assessment to start.
+fn run_short_interview(c: &mut Client, answers: [&str; 2]) {
+    for a in answers {
+        c.answer(a);
+        c.send(json!({"type": "response.create"}));
+        c.wait_for("response.done");
+    }
+    c.wait_for("interview.assessment.started");
+}
+
+/// A daemon with a `command` assessor running `sh -c script` and the short
+/// two-question interview script.
+fn command_daemon(dir: &Path, script: &str, assessment_extra: &str) -> Daemon {
+    let interview = write_script(dir, "cmd");
+    Daemon::start(&format!(
+        "{}{}",
+        command_assessor_config(script, assessment_extra),
+        script_config(&interview)
+    ))
+}
+
+/// Runs the binary to completion with a deadline; stdin is closed.
+fn run_cli(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run interviewd");
+    wait_output(child, &format!("interviewd {args:?}"))
+}
+
+fn wait_output(child: Child, what: &str) -> Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => {
+            waiter.join().unwrap();
+            out.expect("wait for child")
+        }
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid; no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            panic!("{what} did not exit within {WAIT:?}");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A daemon started without the harness's `--listen` override, so that the
+/// configuration file alone decides the address.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Serve {
+    fn start(config_path: &Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+            .args(["serve", "--log-level", "debug", "--config"])
+            .arg(config_path)
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start interviewd");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(a.trim().parse::<SocketAddr>().expect("address"));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(WAIT) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no address; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Serve {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            if Instant::now() > deadline {
+                panic!("log never contained {needle:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("daemon did not stop; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Attempts a WebSocket handshake and returns the HTTP status of a refusal
+/// (or 101 when the upgrade succeeded).
+fn upgrade_status(url: &str, addr: SocketAddr) -> u16 {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    match tungstenite::client(url, stream) {
+        Ok(_) => 101,
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            resp.status().as_u16()
+        }
+        Err(e) => panic!("handshake failed unexpectedly: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Assessment.
+// ---------------------------------------------------------------------------
+
+/// While a slow assessment runs, the client receives interview.keepalive at
+/// about assessment.keepalive_interval with growing elapsed_ms, then exactly
+/// the command's report (also written to disk), then close 1000.
+#[test]
+fn keepalives_flow_during_a_slow_assessment_then_the_report_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = command_daemon(
+        dir.path(),
+        "cat >/dev/null; sleep 2; echo '{\"score\": 7, \"note\": \"from the command\"}'",
+        "keepalive_interval = \"300ms\"\n",
+    );
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["I build compilers.", "With property tests."]);
+    let started = Instant::now();
+    let mut keepalives: Vec<(Duration, u64)> = Vec::new();
+    let completed = loop {
+        let ev = c
+            .next_event()
+            .unwrap_or_else(|e| panic!("connection ended during the assessment: {e:?}"));
+        match ev["type"].as_str().unwrap() {
+            "interview.keepalive" => {
+                assert_eq!(ev["phase"], "assessing", "{ev}");
+                keepalives.push((started.elapsed(), ev["elapsed_ms"].as_u64().unwrap()));
+            }
+            "interview.assessment.completed" => break ev,
+            other => panic!("unexpected event during the assessment: {other}: {ev}"),
+        }
+    };
+    let total = started.elapsed();
+    let n = keepalives.len();
+    assert!(n >= 3, "only {n} keepalives in {total:?}: {keepalives:?}");
+    // No burst: at most one per interval (plus slack) over the whole wait.
+    let most = (total.as_millis() / 300) as usize + 2;
+    assert!(n <= most, "{n} keepalives in {total:?}: {keepalives:?}");
+    for w in keepalives.windows(2) {
+        assert!(w[1].1 > w[0].1, "elapsed_ms not increasing: {keepalives:?}");
+        assert!(
+            w[1].1 - w[0].1 >= 100,
+            "keepalives closer than the interval allows: {keepalives:?}"
+        );
+    }
+    assert!(
+        keepalives[n - 1].1 <= total.as_millis() as u64 + 500,
+        "elapsed_ms ahead of the wall clock: {keepalives:?} total {total:?}"
+    );
+    let mut gaps: Vec<Duration> = keepalives.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        median >= Duration::from_millis(200) && median <= Duration::from_millis(1000),
+        "median keepalive gap {median:?}: {keepalives:?}"
+    );
+    assert!(
+        *gaps.last().unwrap() < Duration::from_millis(1500),
+        "a keepalive gap far over the interval: {keepalives:?}"
+    );
+
+    let expected = json!({"score": 7, "note": "from the command"});
+    assert_eq!(completed["report"], expected);
+    assert_eq!(completed["session_id"], c.session_id.as_str());
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(daemon.report_path(&c.session_id)).unwrap()).unwrap();
+    assert_eq!(on_disk, expected);
+
+    let journal = ended_journal(&daemon, &c.session_id);
+    let assessment = records(&journal, "assessment");
+    assert_eq!(assessment.len(), 1, "{:#?}", journal.records);
+    assert_eq!(assessment[0]["outcome"], "completed");
+    assert_eq!(journal.end_reason(), Some("completed"));
+}
+
+/// A command assessor receives the whole transcript as JSON on stdin: the
+/// session id and every answer with its question id.
+#[test]
+fn command_assessor_reads_the_transcript_as_json_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("stdin.json");
+    let script = format!(
+        "cat > {}; echo '{{\"ok\": true}}'",
+        toml_unsafe_free(&saved.to_string_lossy())
+    );
+    let daemon = command_daemon(dir.path(), &script, "");
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(
+        &mut c,
+        [
+            "First answer about compilers.",
+            "Second answer about tests.",
+        ],
+    );
+    let done = c.wait_for("interview.assessment.completed");
+    assert_eq!(done["report"], json!({"ok": true}));
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+
+    let input: Value = serde_json::from_slice(&std::fs::read(&saved).expect("stdin saved"))
+        .expect("the assessor's stdin is JSON");
+    assert_eq!(input["session_id"], c.session_id.as_str());
+    let answers: Vec<(String, String)> = input["answers"]
+        .as_array()
+        .expect("answers array")
+        .iter()
+        .map(|a| {
+            (
+                a["question_id"].as_str().unwrap().to_owned(),
+                a["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            ("alpha".into(), "First answer about compilers.".into()),
+            ("beta".into(), "Second answer about tests.".into()),
+        ]
+    );
+    let items = input["items"].as_array().expect("items array");
+    assert!(
+        items.iter().any(|i| i["role"] == "assistant"
+            && i["text"].as_str().unwrap().contains("cmd question two")),
+        "{items:#?}"
+    );
+}
+
+/// Paths from tempfile contain no shell metacharacters; refuse any that do
+/// rather than quoting them wrongly.
+fn toml_unsafe_free(s: &str) -> String {
+    assert!(
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)),
+        "unexpected characters in {s}"
+    );
+    s.to_owned()
+}
+
+/// A command that exits non-zero fails the assessment: the client gets
+/// interview.assessment.failed naming the status and close 1000; the
+/// transcript stays on disk with outcome "failed"; no report is written.
+#[test]
+fn a_failing_command_is_reported_and_the_transcript_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = command_daemon(dir.path(), "cat >/dev/null; exit 3", "");
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    let failed = c.wait_for("interview.assessment.failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("status 3"), "{reason}");
+    assert!(
+        !c.events
+            .iter()
+            .any(|e| e["type"] == "interview.assessment.completed"),
+        "{:#?}",
+        c.events
+    );
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+    let journal = ended_journal(&daemon, &c.session_id);
+    let assessment = records(&journal, "assessment");
+    assert_eq!(assessment.len(), 1, "{:#?}", journal.records);
+    assert_eq!(assessment[0]["outcome"], "failed");
+    assert!(assessment[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("status 3"));
+    let answers: Vec<&str> = records(&journal, "item")
+        .iter()
+        .filter(|r| r["role"] == "user")
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, ["An answer.", "Another answer."]);
+    assert!(!daemon.report_path(&c.session_id).exists());
+}
+
+/// Output that is not JSON fails the assessment instead of being passed on.
+#[test]
+fn invalid_json_from_the_command_fails_the_assessment() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = command_daemon(dir.path(), "cat >/dev/null; echo 'score: seven'", "");
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    let failed = c.wait_for("interview.assessment.failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("JSON"), "{reason}");
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+    let journal = ended_journal(&daemon, &c.session_id);
+    assert_eq!(records(&journal, "assessment")[0]["outcome"], "failed");
+    assert!(!daemon.report_path(&c.session_id).exists());
+}
+
+/// An assessment over assessment.timeout is failed with a reason naming the
+/// timeout, its child process group is killed, and the session ends.
+#[test]
+fn a_timed_out_assessment_fails_and_its_child_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("sleep 30.{}", unique());
+    let pidfile = dir.path().join("child.pid");
+    let script = format!(
+        "echo $$ > {}; cat >/dev/null; {marker}; echo '{{}}'",
+        toml_unsafe_free(&pidfile.to_string_lossy())
+    );
+    let daemon = command_daemon(dir.path(), &script, "timeout = \"500ms\"\n");
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    let started = Instant::now();
+    // The child really ran (so "no survivor" below is not vacuous).
+    poll("the assessor's pid file", || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    let failed = c.wait_for("interview.assessment.failed");
+    let took = started.elapsed();
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("500ms") && reason.contains("did not finish"),
+        "{reason}"
+    );
+    assert!(took < Duration::from_secs(5), "failure after {took:?}");
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let survivors = processes_matching(&marker);
+        if survivors.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "assessor processes survived the timeout: {survivors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let journal = ended_journal(&daemon, &c.session_id);
+    let assessment = records(&journal, "assessment");
+    assert_eq!(assessment[0]["outcome"], "failed");
+    // Measured by the daemon: the job was not given up before its time.
+    let ran = assessment[0]["duration_ms"].as_u64().unwrap();
+    assert!(ran >= 500, "assessment failed after {ran} ms");
+    assert_eq!(journal.end_reason(), Some("error"));
+}
+
+/// How a test client leaves.
+#[derive(Clone, Copy, Debug)]
+enum Leave {
+    /// Closes its socket without a close frame (a crash, a lost network).
+    DropTcp,
+    /// Sends a close frame first.
+    CloseFrame,
+}
+
+fn leave(mut c: Client, how: Leave) {
+    match how {
+        Leave::DropTcp => drop(c),
+        Leave::CloseFrame => {
+            c.ws.close(None).expect("send close");
+            let end = c.read_to_end();
+            assert!(matches!(end, Ended::Closed(_) | Ended::Dropped), "{end:?}");
+        }
+    }
+}
+
+fn assessment_survives(how: Leave) {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = command_daemon(
+        dir.path(),
+        "cat >/dev/null; sleep 1; echo '{\"finished\": \"without the client\"}'",
+        "keepalive_interval = \"100ms\"\n",
+    );
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    let id = c.session_id.clone();
+    leave(c, how);
+    let report_path = daemon.report_path(&id);
+    let report: Value = poll("the report file", || {
+        std::fs::read(&report_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    });
+    assert_eq!(report, json!({"finished": "without the client"}));
+    let journal = ended_journal(&daemon, &id);
+    let kinds: Vec<&str> = journal
+        .records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    let gone = kinds.iter().position(|k| *k == "client_gone");
+    let assessed = kinds.iter().position(|k| *k == "assessment");
+    assert!(
+        matches!((gone, assessed), (Some(g), Some(a)) if g < a),
+        "{how:?}: expected client_gone, then the assessment record: {kinds:?}; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(records(&journal, "assessment")[0]["outcome"], "completed");
+    assert_eq!(journal.end_reason(), Some("completed"));
+}
+
+/// A client whose TCP connection drops (no close frame) during the
+/// assessment does not cancel it: the journal records client_gone, the
+/// completed assessment and end "completed", and the report is written.
+#[test]
+fn the_assessment_survives_the_client_dropping_its_connection() {
+    assessment_survives(Leave::DropTcp);
+}
+
+/// Same as above for a client that leaves with a close frame.
+#[test]
+fn the_assessment_survives_the_client_closing() {
+    assessment_survives(Leave::CloseFrame);
+}
+
+// ---------------------------------------------------------------------------
+// Ending sessions.
+// ---------------------------------------------------------------------------
+
+fn leaves_mid_interview(how: Leave) {
+    let daemon = Daemon::start("");
+    let mut c = Client::connect(&daemon.url());
+    c.answer("I worked on a payments service.");
+    let id = c.session_id.clone();
+    leave(c, how);
+    let journal = ended_journal(&daemon, &id);
+    assert_eq!(
+        journal.end_reason(),
+        Some("client_closed"),
+        "{how:?}; log:\n{}",
+        daemon.log()
+    );
+    let answers = records(&journal, "item")
+        .iter()
+        .filter(|r| r["role"] == "user")
+        .count();
+    assert_eq!(answers, 1);
+}
+
+/// A client whose TCP connection drops mid-interview (no close frame) ends
+/// its session with end reason client_closed.
+#[test]
+fn a_client_dropping_its_connection_mid_interview_ends_with_client_closed() {
+    leaves_mid_interview(Leave::DropTcp);
+}
+
+/// A client that sends a close frame mid-interview ends its session with
+/// end reason client_closed.
+#[test]
+fn a_client_closing_mid_interview_ends_with_client_closed() {
+    leaves_mid_interview(Leave::CloseFrame);
+}
+
+/// The sweeper removes a session whose client holds the connection open but
+/// sends nothing for sessions.idle_timeout (journal "stale", socket closed),
+/// while a client that keeps sending is left alone.
+#[test]
+fn the_sweeper_removes_silent_clients_but_not_active_ones() {
+    let daemon = Daemon::start(
+        "[sessions]\nidle_timeout = \"300ms\"\nsweep_interval = \"100ms\"\nping_interval = \"10s\"\n",
+    );
+    let mut silent = Client::connect(&daemon.url());
+    let mut active = Client::connect(&daemon.url());
+    let start = Instant::now();
+    let deadline = start + WAIT;
+    // Keep the active client busy until the silent one is gone and at least
+    // three idle timeouts have passed.
+    loop {
+        active
+            .ws
+            .send(Message::Ping(Default::default()))
+            .expect("active client send");
+        let silent_gone = interviewd::journal::read(&daemon.journal_path(&silent.session_id))
+            .map(|t| t.end_reason().is_some())
+            .unwrap_or(false);
+        if silent_gone && start.elapsed() >= Duration::from_millis(1000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent session was never swept; log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let journal = daemon.journal(&silent.session_id);
+    assert_eq!(journal.end_reason(), Some("stale"));
+    assert!(
+        daemon
+            .log()
+            .contains(&format!("session {} ended: stale", silent.session_id)),
+        "{}",
+        daemon.log()
+    );
+    silent
+        .ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let end = silent.read_to_end();
+    assert!(
+        matches!(end, Ended::Dropped | Ended::Closed(_)),
+        "the stale client's socket was not closed: {end:?}"
+    );
+
+    // The active client is still served.
+    let turn = active.next_turn();
+    assert_eq!(turn["response"]["status"], "completed", "{turn}");
+    assert!(
+        interviewd::journal::read(&daemon.journal_path(&active.session_id))
+            .unwrap()
+            .end_reason()
+            .is_none(),
+        "the active session was ended"
+    );
+}
+
+/// The server pings every sessions.ping_interval, and a client that only
+/// answers those pings (automatic pongs) counts as alive for the sweeper.
+#[test]
+fn the_server_pings_and_pongs_keep_a_quiet_client_alive() {
+    let daemon = Daemon::start(
+        "[sessions]\nping_interval = \"100ms\"\nidle_timeout = \"500ms\"\nsweep_interval = \"100ms\"\n",
+    );
+    let mut c = Client::connect(&daemon.url());
+    c.ws.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let start = Instant::now();
+    let mut pings = 0;
+    // Read for three idle timeouts; tungstenite answers each ping.
+    while start.elapsed() < Duration::from_millis(1500) {
+        match c.ws.read() {
+            Ok(Message::Ping(_)) => pings += 1,
+            Ok(other) => panic!("unexpected message while idle: {other:?}"),
+            Err(e) => panic!(
+                "connection ended after {pings} pings: {e}; log:\n{}",
+                daemon.log()
+            ),
+        }
+    }
+    assert!(pings >= 3, "only {pings} pings in 1.5 s");
+    assert!(pings <= 1500 / 100 + 2, "{pings} pings in 1.5 s");
+    let turn = c.next_turn();
+    assert_eq!(turn["response"]["status"], "completed", "{turn}");
+    assert!(!daemon
+        .log()
+        .contains(&format!("session {} ended", c.session_id)));
+}
+
+// ---------------------------------------------------------------------------
+// Disk errors.
+// ---------------------------------------------------------------------------
+
+/// A transcript directory that cannot be written is reported to the client
+/// (error transcript_unavailable, close 1011) without stopping the daemon;
+/// once the directory is back, new sessions work.
+#[test]
+fn an_unwritable_transcript_directory_is_reported_not_fatal() {
+    let mut daemon = Daemon::start("");
+    let sessions = daemon.state_dir().join("sessions");
+    std::fs::remove_dir_all(&sessions).unwrap();
+    std::fs::write(&sessions, b"not a directory").unwrap();
+
+    let mut refused = Client::connect_raw(&daemon.url());
+    let error = refused.wait_for("error");
+    assert_eq!(error["error"]["code"], "transcript_unavailable", "{error}");
+    assert_eq!(refused.read_to_end(), Ended::Closed(1011));
+    assert!(
+        !refused.events.iter().any(|e| e["type"] == "response.done"),
+        "an unrecorded interview was started: {:#?}",
+        refused.events
+    );
+    daemon.wait_for_log("cannot open transcript");
+
+    std::fs::remove_file(&sessions).unwrap();
+    std::fs::create_dir(&sessions).unwrap();
+    let mut c = Client::connect(&daemon.url());
+    c.answer("My answer, durably recorded.");
+    let journal = daemon.journal(&c.session_id);
+    assert!(records(&journal, "item")
+        .iter()
+        .any(|r| r["text"] == "My answer, durably recorded."));
+    drop(c);
+    let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+}
+
+// ---------------------------------------------------------------------------
+// Configuration reload.
+// ---------------------------------------------------------------------------
+
+/// SIGHUP applies a changed script and limits to new sessions only; a live
+/// session keeps its script; an invalid file is refused and the previous
+/// configuration stays in force.
+#[test]
+fn sighup_reloads_for_new_sessions_and_refuses_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_script = write_script(dir.path(), "ALPHA");
+    let new_script = write_script(dir.path(), "BRAVO");
+    let mut daemon = Daemon::start(&script_config(&old_script));
+
+    let mut before = Client::connect(&daemon.url());
+    assert!(
+        before.last_turn_text().contains("ALPHA question one"),
+        "{}",
+        before.last_turn_text()
+    );
+
+    std::fs::write(
+        daemon.config_path(),
+        format!(
+            "{}\n[limits]\nmax_sessions = 3\n",
+            script_config(&new_script)
+        ),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("configuration reloaded");
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap();
+    assert!(
+        line.contains("interview.script") && line.contains("limits.max_sessions"),
+        "{line}"
+    );
+
+    let after = Client::connect(&daemon.url());
+    assert!(
+        after
+            .last_turn_text()
+            .contains("Welcome to the BRAVO interview"),
+        "{}",
+        after.last_turn_text()
+    );
+    // The session that started before the reload keeps its script.
+    before.answer("An answer for the old script.");
+    before.next_turn();
+    assert!(
+        before.last_turn_text().contains("ALPHA question two"),
+        "{}",
+        before.last_turn_text()
+    );
+
+    // An invalid file is refused; the reloaded configuration stays.
+    std::fs::write(daemon.config_path(), "[limits]\nmax_sesions = 1\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for_log_count(&daemon, "reload refused", 1);
+    let log = daemon.log();
+    let refused = &log[log.find("reload refused").unwrap()..];
+    assert!(refused.contains("max_sesions"), "{refused}");
+    let third = Client::connect(&daemon.url());
+    assert!(
+        third.last_turn_text().contains("BRAVO"),
+        "{}",
+        third.last_turn_text()
+    );
+    // limits.max_sessions = 3 from the accepted reload is still in force.
+    assert_eq!(upgrade_status(&daemon.url(), daemon.addr), 503);
+
+    drop((before, after, third));
+    let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+}
+
+/// A reload that changes server.listen is refused (it needs a restart) and
+/// the daemon keeps serving on its address.
+#[test]
+fn sighup_refuses_a_changed_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("interviewd.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let mut serve = Serve::start(&config);
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:1\"\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    serve.signal(libc::SIGHUP);
+    serve.wait_for_log("reload refused");
+    assert!(serve.log().contains("server.listen"), "{}", serve.log());
+    assert!(!serve.log().contains("configuration reloaded"));
+    let url = format!("ws://{}/v1/realtime", serve.addr);
+    let c = Client::connect(&url);
+    assert!(c.session_id.starts_with("sess_"));
+    assert!(dir
+        .path()
+        .join("state/sessions")
+        .join(format!("{}.jsonl", c.session_id))
+        .exists());
+    drop(c);
+    let status = serve.stop();
+    assert_eq!(status.code(), Some(0), "log:\n{}", serve.log());
+}
+
+// ---------------------------------------------------------------------------
+// Command line.
+// ---------------------------------------------------------------------------
+
+/// --help, --version and `serve --help` succeed and say what they should; an
+/// unknown subcommand is a usage error (status 2).
+#[test]
+fn help_and_version() {
+    let help = run_cli(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let out = text(&help.stdout);
+    for sub in ["serve", "client", "check-config"] {
+        assert!(out.contains(sub), "{out}");
+    }
+    let version = run_cli(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert!(
+        text(&version.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        text(&version.stdout)
+    );
+    let serve_help = run_cli(&["serve", "--help"]);
+    assert_eq!(serve_help.status.code(), Some(0));
+    let out = text(&serve_help.stdout);
+    for flag in ["--config", "--listen", "--state-dir", "--log-level"] {
+        assert!(out.contains(flag), "{out}");
+    }
+    let bogus = run_cli(&["no-such-command"]);
+    assert_eq!(bogus.status.code(), Some(2));
+}
+
+/// check-config prints the effective configuration (every section, the
+/// file's values applied) for a valid file, and fails with status 1 and a
+/// message naming the key for an unknown key, a bad duration, a zero
+/// duration or a missing file.
+#[test]
+fn check_config_prints_the_effective_config_or_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[limits]\nmax_sessions = 7\n[sessions]\nping_interval = \"250ms\"\n",
+    )
+    .unwrap();
+    let out = run_cli(&["check-config", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let table: toml::Table = toml::from_str(&printed).expect("check-config prints TOML");
+    for section in [
+        "server",
+        "interview",
+        "assessment",
+        "sessions",
+        "limits",
+        "shutdown",
+    ] {
+        assert!(table.contains_key(section), "no [{section}] in:\n{printed}");
+    }
+    let effective = interviewd::config::Config::parse(&printed).expect("printed config is valid");
+    assert_eq!(effective.limits.max_sessions, 7);
+    assert_eq!(
+        effective.sessions.ping_interval.0,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        effective.sessions.idle_timeout,
+        interviewd::config::Config::default().sessions.idle_timeout
+    );
+
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "unknown.toml",
+            "[sessions]\nidle_timout = \"3s\"\n",
+            &["idle_timout"],
+        ),
+        (
+            "duration.toml",
+            "[assessment]\ntimeout = \"soon\"\n",
+            &["timeout", "soon"],
+        ),
+        (
+            "zero.toml",
+            "[shutdown]\ndeadline = \"0s\"\n",
+            &["shutdown.deadline"],
+        ),
+    ];
+    for (name, body, needles) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        let out = run_cli(&["check-config", path.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{name}: {err:?} does not name {n}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(out.stdout.is_empty(), "{name}: printed a config anyway");
+    }
+    let missing = dir.path().join("missing.toml");
+    let out = run_cli(&["check-config", missing.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+/// `serve` with an invalid configuration file exits non-zero with a message
+/// naming the key, without serving.
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_sesions = 3\n").unwrap();
+    let state = dir.path().join("state");
+    let out = run_cli(&[
+        "serve",
+        "--config",
+        bad.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("max_sesions"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+}
+
+/// `serve` on an address already in use exits 1 with a message naming the
+/// address, not a panic.
+#[test]
+fn serve_on_a_busy_address_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let state = dir.path().join("state");
+    let out = run_cli(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("cannot listen"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    drop(taken);
+}
+
+/// The terminal client runs a whole interview from piped stdin and prints
+/// the questions, the assessment progress and the report, then exits 0.
+#[test]
+fn the_terminal_client_takes_a_whole_interview() {
+    let daemon = Daemon::start("");
+    let script = interviewd::script::Script::builtin();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(["client", &daemon.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    // Long enough for every question's min_words: no follow-ups.
+    let answer = "I designed and built a project with my team, wrote tests, read the logs \
+                  and metrics, used a hash map for lookup and a tree for ordered range \
+                  iteration, prevented a race on shared state with a mutex, reviewed code \
+                  for readability and correctness, and learned from documentation and \
+                  practice on a side project that we shipped to users.";
+    assert!(answer.split_whitespace().count() >= 40);
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in &script.questions {
+            writeln!(stdin, "{answer}").unwrap();
+        }
+    } // closes stdin
+    let out = wait_output(child, "interviewd client");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains(&script.questions[0].text), "{stdout}");
+    assert!(
+        stdout.contains(&script.questions[script.questions.len() - 1].text),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Generating your assessment"), "{stdout}");
+    assert!(stdout.contains("Overall:"), "{stdout}");
+}
+
+/// At startup the daemon logs the open-file limit it runs with, and the
+/// number it logs is the process's real soft limit.
+#[test]
+fn the_open_file_limit_is_logged_at_start() {
+    let daemon = Daemon::start("");
+    daemon.wait_for_log("open-file limit");
+    let log = daemon.log();
+    let line = log.lines().find(|l| l.contains("open-file limit")).unwrap();
+    let logged: u64 = line
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number at the end of {line:?}"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .expect("soft limit in /proc/PID/limits");
+    assert_eq!(logged, soft, "{line}");
+}

@@ -159,13 +159,16 @@ fn run_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe. If this thread dies (the daemon is
-    // SIGKILLed), the kernel kills the child instead of orphaning it.
+    // SAFETY: prctl and signal are async-signal-safe. If this thread dies
+    // (the daemon is SIGKILLed), the kernel kills the child instead of
+    // orphaning it.
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The daemon ignores SIGXFSZ; the assessor gets the default.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             Ok(())
         });
     }

@@ -157,7 +157,7 @@ fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
     if let Err(e) = &dir_handle {
         log::error!("journal: cannot open {}: {e}", dir.display());
     }
-    let mut files: HashMap<Arc<str>, File> = HashMap::new();
+    let mut files: HashMap<Arc<str>, Open> = HashMap::new();
     while let Ok(first) = rx.recv_blocking() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -178,7 +178,7 @@ fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
 fn commit(
     dir: &Path,
     dir_handle: Option<&File>,
-    files: &mut HashMap<Arc<str>, File>,
+    files: &mut HashMap<Arc<str>, Open>,
     batch: Vec<Op>,
 ) {
     let mut failed: HashMap<Arc<str>, String> = HashMap::new();
@@ -193,7 +193,7 @@ fn commit(
             // A session's last line: sync and close its file now rather than
             // at the end of the batch, so that its descriptor is free for the
             // sessions that open files later in this same batch.
-            Ok(()) if op.last => match files.remove(&op.session).map(|f| f.sync_data()) {
+            Ok(()) if op.last => match files.remove(&op.session).map(|f| f.file.sync_data()) {
                 Some(Err(e)) => Err(e),
                 _ => Ok(()),
             },
@@ -228,8 +228,8 @@ fn commit(
         if failed.contains_key(session) {
             continue;
         }
-        if let Some(file) = files.get(session) {
-            if let Err(e) = file.sync_data() {
+        if let Some(open) = files.get(session) {
+            if let Err(e) = open.file.sync_data() {
                 log::error!("journal {session}: fdatasync: {e}");
                 files.remove(session);
                 failed.insert(session.clone(), e.to_string());
@@ -249,20 +249,39 @@ fn commit(
 
 fn write_line(
     dir: &Path,
-    files: &mut HashMap<Arc<str>, File>,
+    files: &mut HashMap<Arc<str>, Open>,
     op: &Op,
     created: &mut bool,
 ) -> std::io::Result<()> {
     if !files.contains_key(&op.session) {
         let path = dir.join(format!("{}.jsonl", op.session));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        if file.metadata()?.len() == 0 {
+        let len = file.metadata()?.len();
+        if len == 0 {
             *created = true;
         }
-        files.insert(op.session.clone(), file);
+        files.insert(op.session.clone(), Open { file, len });
     }
-    let file = files.get_mut(&op.session).expect("inserted above");
-    file.write_all(op.line.as_bytes())
+    let open = files.get_mut(&op.session).expect("inserted above");
+    match open.file.write_all(op.line.as_bytes()) {
+        Ok(()) => {
+            open.len += op.line.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            // A short write (disk full, file size limit) leaves part of a
+            // line; cut it off so that a later line cannot follow it and
+            // the transcript stays readable to its end.
+            let _ = open.file.set_len(open.len);
+            Err(e)
+        }
+    }
+}
+
+/// A session's open transcript and its length in whole lines.
+struct Open {
+    file: File,
+    len: u64,
 }
 
 /// A journal file as read back.

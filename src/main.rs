@@ -119,6 +119,10 @@ fn check_config(file: &Path) -> i32 {
 type StartError = String;
 
 fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, StartError> {
+    // A write past RLIMIT_FSIZE must fail with EFBIG, which the journal
+    // reports, rather than kill the daemon with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let config = match &config_path {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),

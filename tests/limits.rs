@@ -143,3 +143,72 @@ fn fd_exhaustion_is_logged_once_and_live_sessions_carry_on() {
         daemon.log()
     );
 }
+
+/// Largest file the daemon may write in the write-failure test.
+const FSIZE: u64 = 4096;
+
+/// A transcript write that fails (here: past the file-size limit, as on a
+/// full disk) is reported to the client as an `error` and not acknowledged;
+/// the session and the daemon carry on, and the transcript stays readable
+/// to its end, without the partial line.
+#[test]
+fn a_failed_answer_write_is_reported_and_not_acknowledged() {
+    let mut daemon = Daemon::start_with("[limits]\nmax_text_bytes = 8192\n", |cmd| {
+        // SAFETY: setrlimit is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: FSIZE,
+                    rlim_max: FSIZE,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let mut client = Client::connect(&daemon.url());
+    let kept = client.answer("A short answer that fits in the transcript.");
+
+    let big = "word ".repeat(FSIZE as usize / 4);
+    let mut event = user_message(&big);
+    event["event_id"] = serde_json::json!("too_big_for_disk");
+    client.send(event);
+    let error = client.wait_for("error");
+    assert_eq!(error["error"]["code"], "transcript_write_failed", "{error}");
+    assert_eq!(error["error"]["event_id"], "too_big_for_disk");
+    let confirmed_big = client.events.iter().any(|e| {
+        e["type"] == "conversation.item.done" && e["item"]["content"][0]["text"] == big.as_str()
+    });
+    assert!(
+        !confirmed_big,
+        "an answer that is not on disk was acknowledged"
+    );
+
+    // The session goes on, and so does the daemon.
+    let turn = client.next_turn();
+    assert_eq!(turn["response"]["status"], "completed");
+    let other = Client::connect(&daemon.url());
+    assert!(other.session_id.starts_with("sess_"));
+    assert!(
+        daemon.log().contains("answer not recorded"),
+        "log:\n{}",
+        daemon.log()
+    );
+
+    let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    let transcript = daemon.journal(&client.session_id);
+    assert!(!transcript.torn_tail, "a partial line was left behind");
+    let answers: Vec<&str> = records(&transcript, "item")
+        .iter()
+        .filter(|r| r["role"] == "user")
+        .filter_map(|r| r["text"].as_str())
+        .collect();
+    assert_eq!(answers, ["A short answer that fits in the transcript."]);
+    assert!(records(&transcript, "item")
+        .iter()
+        .any(|r| r["item_id"] == kept.as_str()));
+    assert_eq!(transcript.end_reason(), Some("shutdown"));
+}

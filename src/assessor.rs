@@ -88,22 +88,34 @@ impl Running {
             .unwrap_or_else(|_| Err("the assessment job ended without a result".into()))
     }
 
-    /// Ends a job that ran out of time: SIGTERM to the child's group, SIGKILL
-    /// after [`TERM_GRACE`], then waits (bounded) for the thread to report.
-    pub async fn terminate(&self) {
+    /// Ends a job that ran out of time: SIGTERM to the child's group, then
+    /// SIGKILL after [`TERM_GRACE`]. A report the program still delivers
+    /// within the grace (it may finish its work as it shuts down) is
+    /// returned; like every report, it is already on disk.
+    pub async fn terminate(&self) -> Option<Value> {
         let pgid = self.pgid.load(Ordering::SeqCst);
         if pgid == 0 {
-            return; // rubric jobs have no child; they end by themselves
+            return None; // rubric jobs have no child; they end by themselves
         }
         kill_group(pgid, libc::SIGTERM);
-        let ended = async { self.result.recv().await.is_ok() }
+        let reported = async { Some(self.result.recv().await) }
             .or(async {
                 Timer::after(TERM_GRACE).await;
-                false
+                None
             })
             .await;
-        if !ended {
-            kill_group(pgid, libc::SIGKILL);
+        match reported {
+            Some(Ok(Ok(report))) => Some(report),
+            Some(_) => None,
+            None => {
+                // Re-read: the job clears it once the child is reaped, and a
+                // reaped group's id may already belong to someone else.
+                let pgid = self.pgid.load(Ordering::SeqCst);
+                if pgid != 0 {
+                    kill_group(pgid, libc::SIGKILL);
+                }
+                None
+            }
         }
     }
 }

@@ -287,7 +287,8 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as TOML, every key present.
+    /// The configuration as TOML: every key that has a value (the optional
+    /// paths are left out while unset).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("configuration serializes")
     }

@@ -82,7 +82,6 @@ fn main() {
                 Ok(status) => status,
                 Err(e) => {
                     log::error!("{e}");
-                    eprintln!("interviewd: {e}");
                     exit::FAILURE
                 }
             }
@@ -106,6 +105,15 @@ fn check_config(file: &Path) -> i32 {
     match checked {
         Ok(config) => {
             print!("{}", config.to_toml());
+            // TOML has no null: say what the keys left unset mean.
+            if config.server.state_dir.is_none() {
+                println!(
+                    "# server.state_dir unset: $STATE_DIRECTORY if set, else {DEFAULT_STATE_DIR}"
+                );
+            }
+            if config.interview.script.is_none() {
+                println!("# interview.script unset: the built-in script");
+            }
             exit::OK
         }
         Err(e) => {
@@ -123,12 +131,15 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
     // reports, rather than kill the daemon with SIGXFSZ.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    // Logging starts before the configuration is read, so that every
+    // startup error goes to the same place (stderr, or the journal).
+    logger::init(overrides.log_level.unwrap_or(LogLevel::Info).filter());
     let config = match &config_path {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
     let config = overrides.apply(config);
-    logger::init(config.server.log_level.filter());
+    log::set_max_level(config.server.log_level.filter());
     let script = Script::load(config.interview.script.as_deref()).map_err(|e| e.to_string())?;
 
     let state_dir = state_dir(&config);

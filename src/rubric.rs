@@ -16,7 +16,7 @@
 
 use serde_json::{json, Value};
 
-use crate::script::Script;
+use crate::script::{words, Script};
 
 pub const FORMULA: &str =
     "score = round(100 * (0.4 * min(1, words / min_words) + 0.6 * keywords mentioned / keywords listed)); overall = mean";
@@ -42,11 +42,7 @@ pub fn assess(
             .map(|(_, t)| t.as_str())
             .collect();
         let text = text.join("\n");
-        let words: Vec<String> = text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect();
+        let words: Vec<String> = words(&text).collect();
         let n = words.len();
         let length = match (n, q.min_words) {
             (0, _) => 0.0,

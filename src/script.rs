@@ -42,6 +42,14 @@ pub struct Question {
     pub min_words: u32,
 }
 
+/// The words of a text, lowercased: runs of letters and digits. Both the
+/// follow-up rule (`min_words`) and the rubric count words this way.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
 #[derive(Debug)]
 pub struct ScriptError(pub String);
 
@@ -118,6 +126,11 @@ impl Script {
             if !q.id.is_empty() && !seen.insert(q.id.as_str()) {
                 return err(format!("question {n}: duplicate id `{}`", q.id));
             }
+            if let Some(k) = q.keywords.iter().find(|k| words(k).count() != 1) {
+                return err(format!(
+                    "question {n}: keyword `{k}` must be a single word of letters and digits"
+                ));
+            }
             if q.follow_up
                 .as_deref()
                 .is_some_and(|f| f.trim().is_empty() || f.len() > MAX_TEXT)
@@ -151,6 +164,16 @@ mod tests {
         assert_eq!(s.questions[1].id, "q2");
         let e = Script::parse("title='t'\ngreeting='g'\nclosing='c'\n[[questions]]\nid='x'\ntext='a'\n[[questions]]\nid='x'\ntext='b'\n");
         assert!(e.unwrap_err().0.contains("duplicate"));
+    }
+
+    #[test]
+    fn keywords_must_be_single_words() {
+        let e = Script::parse("title='t'\ngreeting='g'\nclosing='c'\n[[questions]]\ntext='a'\nkeywords=['hash map']\n");
+        assert!(e.unwrap_err().0.contains("hash map"));
+        assert_eq!(
+            words("I'm fine, thanks").collect::<Vec<_>>(),
+            ["i", "m", "fine", "thanks"]
+        );
     }
 
     #[test]

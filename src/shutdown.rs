@@ -51,10 +51,10 @@ enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (n, name) = match self {
-            Step::StopAccepting => (1, "stop accepting"),
+            Step::StopAccepting => (1, "stop accepting and sweeping"),
             Step::CloseClients => (2, "close clients"),
             Step::CancelSessions => (3, "cancel sessions"),
-            Step::StopChildren => (4, "stop sweeper and children"),
+            Step::StopChildren => (4, "stop assessment processes"),
             Step::DrainJournal => (5, "drain journal, join threads"),
         };
         write!(f, "{n}/5 {name}")

@@ -511,6 +511,42 @@ fn a_timed_out_assessment_fails_and_its_child_is_killed() {
     assert_eq!(journal.end_reason(), Some("error"));
 }
 
+/// A timed-out assessor that still delivers its report when told to stop
+/// (SIGTERM) within the grace gets that report used: delivered, on disk,
+/// journaled as completed.
+#[test]
+fn a_report_delivered_on_sigterm_after_the_timeout_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("sleep 30.{}", unique());
+    let pidfile = dir.path().join("child.pid");
+    let script = format!(
+        "trap 'echo \"{{\\\"late\\\": true}}\"; exit 0' TERM; cat >/dev/null; echo $$ > {}; {marker} & wait",
+        toml_unsafe_free(&pidfile.to_string_lossy())
+    );
+    let daemon = command_daemon(dir.path(), &script, "timeout = \"500ms\"\n");
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    poll("the assessor's pid file", || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    let completed = c.wait_for("interview.assessment.completed");
+    assert_eq!(completed["report"], serde_json::json!({"late": true}));
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(daemon.report_path(&c.session_id)).unwrap()).unwrap();
+    assert_eq!(on_disk, completed["report"]);
+    let journal = ended_journal(&daemon, &c.session_id);
+    assert_eq!(records(&journal, "assessment")[0]["outcome"], "completed");
+    assert_eq!(journal.end_reason(), Some("completed"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_matching(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the assessor's sleep survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// How a test client leaves.
 #[derive(Clone, Copy, Debug)]
 enum Leave {

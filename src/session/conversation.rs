@@ -9,9 +9,10 @@ use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{EndReason, Finish, Flow, JournalState, Session};
-use crate::interviewer::Turn;
+use crate::interviewer::{EngineError, Turn};
 use crate::journal::now_rfc3339;
 use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role};
+use crate::script::words;
 
 impl Session {
     /// Opens the journal, then greets the candidate.
@@ -56,13 +57,27 @@ impl Session {
             expires_at,
         );
         self.send(created).await;
-        match self.interviewer.opening().await {
-            Ok(turn) => self.emit_turn(turn).await,
-            Err(e) => Err(Finish::quietly(
-                EndReason::Error,
-                format!("interviewer failed: {}", e.0),
-            )),
-        }
+        let turn = self.interviewer.opening().await;
+        self.take_turn(turn).await
+    }
+
+    /// Sends the interviewer's turn, or, if the engine failed, tells the
+    /// client and ends the session.
+    async fn take_turn(&mut self, turn: Result<Turn, EngineError>) -> Flow {
+        let e = match turn {
+            Ok(turn) => return self.emit_turn(turn).await,
+            Err(e) => e,
+        };
+        log::error!("session {}: interviewer failed: {}", self.shared.id, e.0);
+        let message = format!("the interviewer failed: {}", e.0);
+        let error = ProtocolError::server("interviewer_failed", message.clone());
+        self.send(protocol::error(&error, None)).await;
+        Err(Finish::closing(
+            EndReason::Error,
+            &message,
+            CloseCode::Error,
+            "interviewer failed",
+        ))
     }
 
     /// The client broke the WebSocket rules: it is closed with `code`. That
@@ -196,21 +211,13 @@ impl Session {
             ClientEvent::CreateItem { text } => self.add_answer(text, event_id).await,
             ClientEvent::CreateResponse => {
                 let words = self.words_for_current_question();
-                match self.interviewer.respond(words).await {
-                    Ok(turn) => self.emit_turn(turn).await,
-                    Err(e) => Err(Finish::quietly(
-                        EndReason::Error,
-                        format!("interviewer failed: {}", e.0),
-                    )),
-                }
+                let turn = self.interviewer.respond(words).await;
+                self.take_turn(turn).await
             }
-            ClientEvent::Finish => match self.interviewer.finish().await {
-                Ok(turn) => self.emit_turn(turn).await,
-                Err(e) => Err(Finish::quietly(
-                    EndReason::Error,
-                    format!("interviewer failed: {}", e.0),
-                )),
-            },
+            ClientEvent::Finish => {
+                let turn = self.interviewer.finish().await;
+                self.take_turn(turn).await
+            }
             ClientEvent::CancelResponse => {
                 let e = ProtocolError::invalid(
                     "response_cancel_not_active",
@@ -310,7 +317,7 @@ impl Session {
             .iter()
             .filter(|(_, q)| q == current)
             .filter_map(|(id, _)| self.items.iter().find(|i| i.id == *id))
-            .map(|i| i.text.split_whitespace().count())
+            .map(|i| words(&i.text).count())
             .sum()
     }
 

@@ -151,6 +151,11 @@ impl Drop for EndGuard {
             };
             self.journal.end(&self.shared.id, reason, Some(detail));
             self.shared.journal.set(JournalState::Ended);
+            log::debug!(
+                "session {} ended: {} ({detail})",
+                self.shared.id,
+                reason.as_str()
+            );
         }
     }
 }
@@ -372,14 +377,14 @@ impl Session {
                 Wake::Keepalive => self.keepalive().await,
                 Wake::Assessed(result) => self.assessed(result).await,
                 Wake::AssessmentTimedOut => {
-                    if let Some(a) = &self.assessing {
-                        a.job.terminate().await;
-                    }
+                    let late = match &self.assessing {
+                        Some(a) => a.job.terminate().await,
+                        None => None,
+                    };
                     let timeout = humantime::format_duration(self.env.config.assessment.timeout.0);
-                    self.assessed(Err(format!(
-                        "the assessment did not finish within {timeout}"
-                    )))
-                    .await
+                    let result = late
+                        .ok_or_else(|| format!("the assessment did not finish within {timeout}"));
+                    self.assessed(result).await
                 }
             };
             if let Err(end) = flow {

@@ -23,11 +23,11 @@ struct Harness {
 }
 
 impl Harness {
-    fn boot(root: &Path) -> Harness {
+    fn boot(state: &Path, share: &Path) -> Harness {
         let harness = Harness {
             script: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd/harness.sh"),
-            state: root.join("state"),
-            share: root.join("share"),
+            state: state.to_owned(),
+            share: share.to_owned(),
         };
         std::fs::create_dir_all(&harness.share).unwrap();
         let out = harness.run(&["boot"]);
@@ -80,6 +80,7 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         let _ = self.run(&["teardown"]);
+        let _ = std::fs::remove_dir_all(&self.share);
     }
 }
 
@@ -128,18 +129,23 @@ fn systemctl_stop_is_clean_and_loses_nothing() {
         0,
         "the systemd harness needs root (or set INTERVIEWD_SKIP_SYSTEMD=1)"
     );
-    let root =
+    let state =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("systemd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    // The binary goes where the hardened unit can see it: not under /tmp
+    // or /var/tmp (PrivateTmp=), /home or /root (ProtectHome=), wherever
+    // the checkout is.
+    let share = PathBuf::from(format!("/run/interviewd-test-{}", std::process::id()));
+    for dir in [&state, &share] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+    }
     // Binaries must be in place before boot: the overlay may not see later changes.
-    let binary = root.join("share/interviewd");
-    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    let binary = share.join("interviewd");
     std::fs::copy(env!("CARGO_BIN_EXE_interviewd"), &binary).unwrap();
-    let unit = root.join("share/interviewd.service");
+    let unit = share.join("interviewd.service");
     std::fs::write(&unit, unit_for_test(&binary)).unwrap();
 
-    let harness = Harness::boot(&root);
+    let harness = Harness::boot(&state, &share);
     harness.ok(&["install", unit.to_str().unwrap(), "interviewd.service"]);
     harness.ok(&["ctl", "start", "interviewd"]);
     let journal = harness.wait_for_journal("listening on ");

@@ -45,8 +45,10 @@ def start(cmd):
             break
         if "listening on " in line:
             addr = line.split("listening on ")[1].strip()
-            # Keep draining stderr so the server never blocks on a full pipe.
-            asyncio.get_event_loop().run_in_executor(None, proc.stderr.read)
+            # Keep draining stderr so the server never blocks on a full pipe,
+            # keeping the lines for the shutdown breakdown.
+            proc.log_lines = []
+            asyncio.get_event_loop().run_in_executor(None, lambda: proc.log_lines.extend(proc.stderr))
             return proc, addr
     proc.kill()
     raise RuntimeError(f"{cmd[0]} did not report its address")
@@ -88,11 +90,14 @@ async def measure(cmd, n):
             proc.kill()
             raise RuntimeError("server did not exit within 30 s")
     stop_ms = (time.monotonic() - t0) * 1000
+    await asyncio.sleep(0.1)  # let the reader thread take the last lines
+    steps = [l.split("  ", 1)[-1].strip() for l in proc.log_lines if "  shutdown" in l or "  received" in l]
     codes = await codes
     counts = {}
     for c in codes:
         counts[c] = counts.get(c, 0) + 1
-    return {"idle_kib": idle, "loaded_kib": loaded, "stop_ms": stop_ms, "status": proc.returncode, "codes": counts}
+    return {"idle_kib": idle, "loaded_kib": loaded, "stop_ms": stop_ms, "status": proc.returncode, "codes": counts,
+            "steps": steps}
 
 
 def main():
@@ -118,6 +123,10 @@ def main():
             results[name].append(r)
             print(f"run {run + 1} {name}: idle {r['idle_kib']} KiB, {args.sessions} sessions {r['loaded_kib']} KiB, "
                   f"SIGTERM->exit {r['stop_ms']:.0f} ms, status {r['status']}, close codes {r['codes']}", flush=True)
+
+    print("\ninterviewd's own shutdown log, last run:")
+    for line in results["interviewd"][-1]["steps"]:
+        print("   ", line)
 
     def med(name, key):
         return statistics.median(r[key] for r in results[name])

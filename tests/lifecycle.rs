@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -155,103 +154,6 @@ fn wait_output(child: Child, what: &str) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A daemon started without the harness's `--listen` override, so that the
-/// configuration file alone decides the address.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Serve {
-    fn start(config_path: &Path) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
-            .args(["serve", "--log-level", "debug", "--config"])
-            .arg(config_path)
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start interviewd");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(a) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(a.trim().parse::<SocketAddr>().expect("address"));
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(WAIT) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no address; log:\n{}", log.lock().unwrap());
-            }
-        };
-        Serve {
-            child,
-            addr,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            if Instant::now() > deadline {
-                panic!("log never contained {needle:?}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!("daemon did not stop; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Attempts a WebSocket handshake and returns the HTTP status of a refusal
@@ -872,34 +774,18 @@ fn sighup_reloads_for_new_sessions_and_refuses_bad_files() {
 /// the daemon keeps serving on its address.
 #[test]
 fn sighup_refuses_a_changed_listen_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("interviewd.toml");
-    std::fs::write(
-        &config,
-        "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"state\"\n",
-    )
-    .unwrap();
-    let mut serve = Serve::start(&config);
-    std::fs::write(
-        &config,
-        "[server]\nlisten = \"127.0.0.1:1\"\nstate_dir = \"state\"\n",
-    )
-    .unwrap();
-    serve.signal(libc::SIGHUP);
-    serve.wait_for_log("reload refused");
-    assert!(serve.log().contains("server.listen"), "{}", serve.log());
-    assert!(!serve.log().contains("configuration reloaded"));
-    let url = format!("ws://{}/v1/realtime", serve.addr);
-    let c = Client::connect(&url);
+    let mut daemon = Daemon::start_listening_as_configured("[server]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(daemon.config_path(), "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reload refused");
+    assert!(daemon.log().contains("server.listen"), "{}", daemon.log());
+    assert!(!daemon.log().contains("configuration reloaded"));
+    let c = Client::connect(&daemon.url());
     assert!(c.session_id.starts_with("sess_"));
-    assert!(dir
-        .path()
-        .join("state/sessions")
-        .join(format!("{}.jsonl", c.session_id))
-        .exists());
+    assert!(daemon.journal_path(&c.session_id).exists());
     drop(c);
-    let status = serve.stop();
-    assert_eq!(status.code(), Some(0), "log:\n{}", serve.log());
+    let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
 }
 
 // ---------------------------------------------------------------------------

@@ -12,6 +12,23 @@ use common::*;
 /// The hard (and so soft) open-file limit the daemon runs under here.
 const NOFILE: u64 = 48;
 
+/// Runs the daemon under a hard (and so soft) resource limit.
+fn limit(cmd: &mut std::process::Command, resource: libc::__rlimit_resource_t, value: u64) {
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            if libc::setrlimit(resource, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -23,21 +40,7 @@ fn open_fds(pid: i32) -> usize {
 /// descriptor is free.
 #[test]
 fn fd_exhaustion_is_logged_once_and_live_sessions_carry_on() {
-    let daemon = Daemon::start_with("", |cmd| {
-        // SAFETY: setrlimit is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: NOFILE,
-                    rlim_max: NOFILE,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let daemon = Daemon::start_with("", |cmd| limit(cmd, libc::RLIMIT_NOFILE, NOFILE));
     // Every session takes two descriptors (socket, transcript); a bare TCP
     // connection in its handshake takes one. Even out the free count,
     // counted once a first session is up (so that everything the daemon
@@ -154,19 +157,7 @@ const FSIZE: u64 = 4096;
 #[test]
 fn a_failed_answer_write_is_reported_and_not_acknowledged() {
     let mut daemon = Daemon::start_with("[limits]\nmax_text_bytes = 8192\n", |cmd| {
-        // SAFETY: setrlimit is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: FSIZE,
-                    rlim_max: FSIZE,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        limit(cmd, libc::RLIMIT_FSIZE, FSIZE)
     });
     let mut client = Client::connect(&daemon.url());
     let kept = client.answer("A short answer that fits in the transcript.");

@@ -31,8 +31,22 @@ impl Daemon {
         Daemon::start_with(config, |_| {})
     }
 
+    /// Like [`Daemon::start`], but without `--listen`: the configuration
+    /// file alone decides the address (it must name a free one).
+    pub fn start_listening_as_configured(config: &str) -> Daemon {
+        Daemon::launch(config, false, |_| {})
+    }
+
     /// Like [`Daemon::start`], with a chance to adjust the command first.
     pub fn start_with(config: &str, customize: impl FnOnce(&mut Command)) -> Daemon {
+        Daemon::launch(config, true, customize)
+    }
+
+    fn launch(
+        config: &str,
+        listen_on_any_port: bool,
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let state = tempfile::tempdir().expect("temp dir");
         let config_path = state.path().join("interviewd.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -41,18 +55,15 @@ impl Daemon {
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                "debug",
-                "--state-dir",
-            ])
+            .args(["--log-level", "debug", "--state-dir"])
             .arg(state.path().join("state"))
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if listen_on_any_port {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         customize(&mut command);
         let mut child = command.spawn().expect("start interviewd");
         let stderr = child.stderr.take().expect("piped stderr");

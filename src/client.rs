@@ -7,18 +7,33 @@
 
 use std::io::{BufRead, Write};
 
+use std::time::Duration;
+
 use async_tungstenite::tungstenite::Message;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use smol::future::FutureExt;
+use smol::Timer;
 
 use crate::exit;
+
+/// How long the client waits for any frame from the server (it pings every
+/// `sessions.ping_interval`, 20 s by default) before it gives up. Not
+/// counted while the candidate is typing.
+const SERVER_SILENCE_LIMIT: Duration = Duration::from_secs(90);
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 enum Input {
     Line(String),
     Eof,
+}
+
+/// What the client loop woke up for.
+enum Next {
+    Frame(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Input(Input),
+    Silent,
 }
 
 pub fn run(url: &str) -> i32 {
@@ -77,19 +92,32 @@ async fn interview(url: &str) -> Result<i32, String> {
     let mut spinner = 0usize;
     let mut answers = 0u32;
     loop {
-        let next = async { Some(ws.next().await) }
+        // The socket is read even while the candidate types, so that the
+        // server's pings are answered and the session is not swept as idle.
+        let next = async { Next::Frame(ws.next().await) }
             .or(async {
                 if !waiting_for_answer {
                     return std::future::pending().await;
                 }
-                None
+                Next::Input(lines.recv().await.unwrap_or(Input::Eof))
+            })
+            .or(async {
+                // The server pings every 20 s and sends keepalives while it
+                // assesses; this long a silence means it is gone.
+                Timer::after(SERVER_SILENCE_LIMIT).await;
+                Next::Silent
             })
             .await;
         let frame = match next {
-            Some(frame) => frame,
-            None => {
+            Next::Frame(frame) => frame,
+            Next::Silent => {
+                return Err(format!(
+                    "no word from the server for {} s; giving up",
+                    SERVER_SILENCE_LIMIT.as_secs()
+                ))
+            }
+            Next::Input(input) => {
                 waiting_for_answer = false;
-                let input = lines.recv().await.unwrap_or(Input::Eof);
                 let events = match input {
                     Input::Line(line) if line.trim() == "/finish" => {
                         vec![json!({"type": "interview.finish"})]

@@ -17,15 +17,23 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
+use smol::future::FutureExt;
+use smol::Timer;
 
 use crate::workers::{WorkerKind, Workers};
 
 /// Most records written per batch before syncing; bounds the latency one
 /// busy batch can add to the acknowledgements queued behind it.
 const MAX_BATCH: usize = 512;
+
+/// How long a session waits for the disk to confirm a durable write. A
+/// healthy disk takes milliseconds; past this the disk is in trouble (a hung
+/// network mount, a dying device) and the candidate is told the answer was
+/// not saved, rather than left waiting with no reply.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a session ended, as written in its last journal line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +64,9 @@ pub enum JournalError {
     Io(String),
     /// The writer is gone: the daemon is shutting down.
     Closed,
+    /// The disk did not confirm the write within [`ACK_TIMEOUT`]. The line
+    /// may still land; it was not acknowledged, so nothing was promised.
+    TimedOut,
 }
 
 impl fmt::Display for JournalError {
@@ -63,6 +74,11 @@ impl fmt::Display for JournalError {
         match self {
             JournalError::Io(m) => write!(f, "transcript write failed: {m}"),
             JournalError::Closed => f.write_str("transcript writer is shut down"),
+            JournalError::TimedOut => write!(
+                f,
+                "the disk did not confirm the write within {} s",
+                ACK_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -104,7 +120,12 @@ impl Journal {
     ) -> Result<(), JournalError> {
         let (ack, done) = async_channel::bounded(1);
         self.send(session, record, Some(ack), false)?;
-        done.recv().await.unwrap_or(Err(JournalError::Closed))
+        async { done.recv().await.unwrap_or(Err(JournalError::Closed)) }
+            .or(async {
+                Timer::after(ACK_TIMEOUT).await;
+                Err(JournalError::TimedOut)
+            })
+            .await
     }
 
     /// Appends a record without waiting; it is synced with the next batch.

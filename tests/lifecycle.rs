@@ -984,6 +984,49 @@ fn the_terminal_client_takes_a_whole_interview() {
     assert!(stdout.contains("Overall:"), "{stdout}");
 }
 
+/// A candidate who thinks longer than `sessions.idle_timeout` before
+/// answering is not swept: the terminal client answers the server's pings
+/// while it waits for the keyboard.
+#[test]
+fn the_terminal_client_stays_alive_while_the_candidate_thinks() {
+    let daemon = Daemon::start(
+        "[sessions]\nidle_timeout = \"400ms\"\nsweep_interval = \"100ms\"\nping_interval = \"100ms\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(["client", &daemon.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().unwrap();
+    daemon.wait_for_log("started for");
+    // The candidate's pause is the stimulus here: three idle timeouts.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        !daemon.log().contains("stale"),
+        "swept while thinking:\n{}",
+        daemon.log()
+    );
+    writeln!(
+        stdin,
+        "After some thought: I built and shipped a project with my team."
+    )
+    .unwrap();
+    writeln!(stdin, "/finish").unwrap();
+    drop(stdin);
+    let out = wait_output(child, "interviewd client");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("Overall:"), "{stdout}");
+    assert!(!daemon.log().contains("stale"), "{}", daemon.log());
+}
+
 /// At startup the daemon logs the open-file limit it runs with, and the
 /// number it logs is the process's real soft limit.
 #[test]

@@ -126,7 +126,8 @@ impl Script {
             if !q.id.is_empty() && !seen.insert(q.id.as_str()) {
                 return err(format!("question {n}: duplicate id `{}`", q.id));
             }
-            if let Some(k) = q.keywords.iter().find(|k| words(k).count() != 1) {
+            let single_word = |k: &String| words(k).eq(std::iter::once(k.to_lowercase()));
+            if let Some(k) = q.keywords.iter().find(|k| !single_word(k)) {
                 return err(format!(
                     "question {n}: keyword `{k}` must be a single word of letters and digits"
                 ));
@@ -170,6 +171,10 @@ mod tests {
     fn keywords_must_be_single_words() {
         let e = Script::parse("title='t'\ngreeting='g'\nclosing='c'\n[[questions]]\ntext='a'\nkeywords=['hash map']\n");
         assert!(e.unwrap_err().0.contains("hash map"));
+        let e = Script::parse(
+            "title='t'\ngreeting='g'\nclosing='c'\n[[questions]]\ntext='a'\nkeywords=['C++']\n",
+        );
+        assert!(e.unwrap_err().0.contains("C++"));
         assert_eq!(
             words("I'm fine, thanks").collect::<Vec<_>>(),
             ["i", "m", "fine", "thanks"]

@@ -136,6 +136,31 @@ fn assessment_child_ignoring_sigterm_is_killed_and_exit_is_zero() {
     assert_ended_by_shutdown(&daemon, &client.session_id);
 }
 
+/// Shutdown during an assessment's termination grace (timed out, child
+/// ignoring SIGTERM) is still heard at once: the client gets 1012 within
+/// the close grace instead of being cut off, and nothing survives.
+#[test]
+fn shutdown_during_the_termination_grace_still_closes_with_1012() {
+    let sandbox = Sandbox::new();
+    let config = command_assessor_config(&sandbox.stubborn(), "timeout = \"300ms\"");
+    let mut daemon = Daemon::start(&config);
+    let (mut client, acked) = into_assessment(&daemon, "grace");
+    sandbox.wait_pids(1);
+    daemon.wait_for_log("assessment timed out after 300ms; stopping it");
+
+    let (status, took, ended) = stop_reading(&mut daemon, libc::SIGTERM, &mut client);
+    eprintln!(
+        "shutdown during the termination grace: exited in {} ms",
+        took.as_millis()
+    );
+    assert_eq!(ended, Ended::Closed(1012), "log:\n{}", daemon.log());
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(took < PROMPT, "took {took:?}");
+    assert_eq!(sandbox.wait_no_survivors(PROMPT), Vec::<i32>::new());
+    assert_answers_journaled(&daemon, &client.session_id, &acked);
+    assert_ended_by_shutdown(&daemon, &client.session_id);
+}
+
 /// 200 clients in mixed phases (greeted, answering, assessing): all get 1012,
 /// exit 0 in bounded time, every acknowledged answer journaled, no child left.
 #[test]

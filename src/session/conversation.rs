@@ -138,15 +138,8 @@ impl Session {
     /// assessment the report is still produced and written.
     pub(super) async fn client_gone(&mut self, why: &str) -> Flow {
         self.drop_client().await;
+        self.record_client_gone(why);
         if self.assessing.is_some() {
-            log::info!(
-                "session {}: {why}; the assessment continues",
-                self.shared.id
-            );
-            self.env.journal.append(
-                &self.shared.id,
-                json!({"kind": "client_gone", "detail": why, "at": now_rfc3339()}),
-            );
             return Ok(());
         }
         Err(Finish::quietly(EndReason::ClientClosed, why.to_owned()))

@@ -7,15 +7,40 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use smol::future::FutureExt;
 use smol::Timer;
 
-use super::{Assessing, Control, Session, Wake, CLOSE_REPLY_TIMEOUT, SEND_TIMEOUT};
+use super::{Assessing, Control, Lost, Session, Wake, CLOSE_REPLY_TIMEOUT, SEND_TIMEOUT};
 use crate::handshake::Ws;
+use crate::journal::{now_rfc3339, EndReason};
 use crate::protocol::Stamp;
 
 impl Session {
+    /// Lets go of a client that cannot be written to. Mid-interview the
+    /// session then ends (see `Session::run`); during the assessment the
+    /// assessment carries on, and the journal says the client left.
+    fn lose_client(&mut self, lost: Lost) {
+        self.ws = None;
+        self.record_client_gone(&lost.detail);
+        self.lost = Some(lost);
+    }
+
+    /// Logs and (during the assessment) journals that the client has gone.
+    pub(super) fn record_client_gone(&self, why: &str) {
+        if self.assessing.is_none() {
+            log::debug!("session {}: {why}", self.shared.id);
+            return;
+        }
+        log::info!(
+            "session {}: {why}; the assessment continues",
+            self.shared.id
+        );
+        self.env.journal.append(
+            &self.shared.id,
+            json!({"kind": "client_gone", "detail": why, "at": now_rfc3339()}),
+        );
+    }
     /// Lets go of a client that has gone. If it sent a close frame,
     /// tungstenite has queued the reply; flushing sends it, completing the
     /// close handshake.
@@ -48,19 +73,15 @@ impl Session {
             }
             ws.flush().await
         };
-        if !with_timeout(write).await {
-            log::info!(
-                "session {}: client not reading; dropping the connection",
-                self.shared.id
-            );
-            self.ws = None;
+        if let Err(lost) = bounded(write).await {
+            self.lose_client(lost);
         }
     }
 
     pub(super) async fn send_raw(&mut self, message: Message) {
         if let Some(ws) = &mut self.ws {
-            if !with_timeout(ws.send(message)).await {
-                self.ws = None;
+            if let Err(lost) = bounded(ws.send(message)).await {
+                self.lose_client(lost);
             }
         }
     }
@@ -74,7 +95,7 @@ impl Session {
             code,
             reason: reason.into(),
         };
-        if !with_timeout(ws.close(Some(frame))).await {
+        if bounded(ws.close(Some(frame))).await.is_err() {
             return;
         }
         let drain = async { while let Some(Ok(_)) = ws.next().await {} };
@@ -86,14 +107,25 @@ impl Session {
     }
 }
 
-/// True when the write finished in time and without error.
-async fn with_timeout(write: impl std::future::Future<Output = Result<(), WsError>>) -> bool {
-    async { write.await.is_ok() }
-        .or(async {
-            Timer::after(SEND_TIMEOUT).await;
-            false
+/// Runs a write with [`SEND_TIMEOUT`]; on failure, says how the client was
+/// lost and which end reason that is.
+async fn bounded(
+    write: impl std::future::Future<Output = Result<(), WsError>>,
+) -> Result<(), Lost> {
+    async {
+        write.await.map_err(|e| Lost {
+            reason: EndReason::ClientClosed,
+            detail: format!("connection lost: {e}"),
         })
-        .await
+    }
+    .or(async {
+        Timer::after(SEND_TIMEOUT).await;
+        Err(Lost {
+            reason: EndReason::Error,
+            detail: format!("client did not read for {} s", SEND_TIMEOUT.as_secs()),
+        })
+    })
+    .await
 }
 
 /// Waits for the next thing the session must handle. Control messages come

@@ -295,6 +295,15 @@ struct Finish {
 }
 
 impl Finish {
+    /// Shutdown: close 1012, "service restart".
+    fn go_away() -> Finish {
+        Finish::closing(
+            EndReason::Shutdown,
+            "daemon shutdown",
+            CloseCode::Restart,
+            "service restart",
+        )
+    }
     fn closing(reason: EndReason, detail: &str, code: CloseCode, why: &'static str) -> Finish {
         Finish {
             reason,
@@ -310,6 +319,12 @@ impl Finish {
             close: None,
         }
     }
+}
+
+/// A client that could not be written to, and what that means for the end.
+struct Lost {
+    reason: EndReason,
+    detail: String,
 }
 
 /// The outcome of handling one thing: go on, or end.
@@ -329,6 +344,8 @@ struct Session {
     /// The question each user item answers, by item id.
     answered: Vec<(String, String)>,
     invalid_streak: u32,
+    /// How the client was lost, when a write to it failed.
+    lost: Option<Lost>,
     next_ping: Instant,
     assessing: Option<Assessing>,
 }
@@ -350,6 +367,7 @@ impl Session {
             items: Vec::new(),
             answered: Vec::new(),
             invalid_streak: 0,
+            lost: None,
             assessing: None,
         }
     }
@@ -362,12 +380,7 @@ impl Session {
         loop {
             let wake = io::next_wake(&mut self.ws, &self.assessing, control, self.next_ping).await;
             let flow = match wake {
-                Wake::Control(Control::GoAway) => Err(Finish::closing(
-                    EndReason::Shutdown,
-                    "daemon shutdown",
-                    CloseCode::Restart,
-                    "service restart",
-                )),
+                Wake::Control(Control::GoAway) => Err(Finish::go_away()),
                 Wake::Frame(frame) => self.on_frame(frame).await,
                 Wake::Ping => {
                     self.next_ping = Instant::now() + self.env.config.sessions.ping_interval.0;
@@ -377,9 +390,24 @@ impl Session {
                 Wake::Keepalive => self.keepalive().await,
                 Wake::Assessed(result) => self.assessed(result).await,
                 Wake::AssessmentTimedOut => {
-                    let late = match &self.assessing {
-                        Some(a) => a.job.terminate().await,
-                        None => None,
+                    // The termination grace can last a second: shutdown must
+                    // still be heard meanwhile (step 4 stops the child then).
+                    let Some(a) = &self.assessing else { continue };
+                    log::info!(
+                        "session {}: assessment timed out after {}; stopping it",
+                        self.shared.id,
+                        humantime::format_duration(self.env.config.assessment.timeout.0)
+                    );
+                    let late = async { Some(a.job.terminate().await) }
+                        .or(async {
+                            match control.recv().await {
+                                Ok(Control::GoAway) => None,
+                                Err(_) => std::future::pending().await,
+                            }
+                        })
+                        .await;
+                    let Some(late) = late else {
+                        return Finish::go_away();
                     };
                     let timeout = humantime::format_duration(self.env.config.assessment.timeout.0);
                     let result = late
@@ -391,9 +419,12 @@ impl Session {
                 return end;
             }
             if self.ws.is_none() && self.assessing.is_none() {
-                // A write timed out: the client stopped reading mid-interview.
-                let detail = format!("client did not read for {} s", SEND_TIMEOUT.as_secs());
-                return Finish::quietly(EndReason::Error, detail);
+                // A write failed mid-interview: the client is gone.
+                let lost = self.lost.take().unwrap_or(Lost {
+                    reason: EndReason::ClientClosed,
+                    detail: "client gone".into(),
+                });
+                return Finish::quietly(lost.reason, lost.detail);
             }
         }
     }

@@ -9,7 +9,8 @@
 //! write and shares one sync per file, so 200 sessions answering at once cost
 //! a few syncs, not 200.
 //!
-//! A crash can leave a torn last line; [`read`] detects and ignores it.
+//! A crash can leave a torn last line; [`read`] detects and ignores it, and
+//! at the next start `recovery` cuts it and closes the transcript.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use smol::future::FutureExt;
 use smol::Timer;
 
+use crate::recovery::{self, Recovered};
 use crate::workers::{WorkerKind, Workers};
 
 /// Most records written per batch before syncing; bounds the latency one
@@ -172,6 +174,16 @@ impl Journal {
 }
 
 fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
+    // Before anything new is written: close what a crash left open.
+    let recovered = recovery::recover(&dir);
+    if recovered != Recovered::default() {
+        log::warn!(
+            "journal: {} transcript(s) left open by an unclean stop were closed ({} torn line(s) cut, {} could not be repaired)",
+            recovered.closed,
+            recovered.torn,
+            recovered.failed
+        );
+    }
     // Held open for syncing the directory after a file is created, so that
     // creating a session costs exactly one descriptor (its file).
     let dir_handle = File::open(&dir);

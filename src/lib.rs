@@ -16,6 +16,7 @@
 //! - [`interviewer`]: interviewer engines (the scripted one).
 //! - [`assessor`], [`rubric`]: assessor engines (rubric, command).
 //! - [`journal`]: the transcript writer thread and the transcript reader.
+//! - [`recovery`]: at start, closes transcripts a crash left open.
 //! - [`shutdown`]: the shutdown sequence, one linear function.
 //! - [`signals`]: the signal-hook thread.
 //! - [`workers`], [`children`]: thread and child-process ownership.
@@ -37,6 +38,7 @@ pub mod interviewer;
 pub mod journal;
 pub mod logger;
 pub mod protocol;
+pub mod recovery;
 pub mod rlimit;
 pub mod rubric;
 pub mod script;

@@ -14,6 +14,7 @@ use common::*;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::FromRawFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,46 @@ fn shutdown_during_the_termination_grace_still_closes_with_1012() {
     assert_eq!(sandbox.wait_no_survivors(PROMPT), Vec::<i32>::new());
     assert_answers_journaled(&daemon, &client.session_id, &acked);
     assert_ended_by_shutdown(&daemon, &client.session_id);
+}
+
+/// After a SIGKILL that also tore the last write, the next start closes the
+/// transcript: the torn line is cut, an `error` end line says what
+/// happened, and every acknowledged answer is still there.
+#[test]
+fn the_next_start_closes_transcripts_a_crash_left_open() {
+    let mut daemon = Daemon::start("");
+    let mut client = Client::connect(&daemon.url());
+    let acked: Vec<(String, String)> = (0..3)
+        .map(|i| answer_acked(&mut client, &long_answer("recover", i)))
+        .collect();
+    let (status, _) = daemon.stop(libc::SIGKILL, WAIT);
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let path = daemon.journal_path(&client.session_id);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"{\"kind\":\"item\",\"role\":\"user\",\"te")
+        .unwrap();
+    drop(file);
+    assert!(daemon.journal(&client.session_id).torn_tail);
+
+    let daemon = daemon.restart();
+    daemon.wait_for_log(
+        "1 transcript(s) left open by an unclean stop were closed (1 torn line(s) cut",
+    );
+    let transcript = daemon.journal(&client.session_id);
+    assert!(!transcript.torn_tail);
+    assert_eq!(transcript.end_reason(), Some("error"));
+    let end = records(&transcript, "end");
+    assert!(end[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("closed at the next start"));
+    assert_answers_journaled(&daemon, &client.session_id, &acked);
+    // The restarted daemon serves as usual.
+    let fresh = Client::connect(&daemon.url());
+    assert!(fresh.session_id.starts_with("sess_"));
 }
 
 /// 200 clients in mixed phases (greeted, answering, assessing): all get 1012,

@@ -42,12 +42,38 @@ impl Daemon {
         Daemon::launch(config, true, customize)
     }
 
+    /// Starts the daemon again, after it has exited, on the same state
+    /// directory and configuration file (a restart after a crash).
+    pub fn restart(mut self) -> Daemon {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "restart needs the daemon to have exited"
+        );
+        let state = std::mem::replace(&mut self.state, tempfile::tempdir().expect("temp dir"));
+        let config = std::fs::read_to_string(state.path().join("interviewd.toml")).expect("config");
+        drop(self);
+        Daemon::launch_in(state, &config, true, |_| {})
+    }
+
     fn launch(
         config: &str,
         listen_on_any_port: bool,
         customize: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let state = tempfile::tempdir().expect("temp dir");
+        Daemon::launch_in(
+            tempfile::tempdir().expect("temp dir"),
+            config,
+            listen_on_any_port,
+            customize,
+        )
+    }
+
+    fn launch_in(
+        state: tempfile::TempDir,
+        config: &str,
+        listen_on_any_port: bool,
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let config_path = state.path().join("interviewd.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut command = Command::new(env!("CARGO_BIN_EXE_interviewd"));

@@ -89,7 +89,7 @@ impl Running {
     }
 
     /// Ends a job that ran out of time: SIGTERM to the child's group, then
-    /// SIGKILL after [`TERM_GRACE`]. A report the program still delivers
+    /// SIGKILL after `TERM_GRACE` (1 s). A report the program still delivers
     /// within the grace (it may finish its work as it shuts down) is
     /// returned; like every report, it is already on disk.
     pub async fn terminate(&self) -> Option<Value> {

@@ -66,7 +66,7 @@ pub enum JournalError {
     Io(String),
     /// The writer is gone: the daemon is shutting down.
     Closed,
-    /// The disk did not confirm the write within [`ACK_TIMEOUT`]. The line
+    /// The disk did not confirm the write within `ACK_TIMEOUT` (10 s). The line
     /// may still land; it was not acknowledged, so nothing was promised.
     TimedOut,
 }

@@ -1,4 +1,4 @@
-//! The shutdown sequence: one linear function, one step per [`Step`], each
+//! The shutdown sequence: one linear function, one step per `Step`, each
 //! logged with how long it took.
 //!
 //! ```text

@@ -3,7 +3,7 @@
 //!
 //! The central loop holds each session's `Task` in its table. Removing the
 //! entry drops the task, which cancels the session where it stands; the
-//! session's [`EndGuard`] then writes the journal's end line with the reason
+//! session's `EndGuard` then writes the journal's end line with the reason
 //! the loop gave (`stale` or `shutdown`). Sessions that end by themselves
 //! write it directly (`completed`, `client_closed`, `error`).
 //!

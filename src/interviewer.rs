@@ -34,6 +34,13 @@ impl Interviewer {
         }
     }
 
+    /// The engine's name, as configured (`interview.engine`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Interviewer::Scripted(_) => "scripted",
+        }
+    }
+
     /// The interviewer's instructions, shown in `session.created`.
     pub fn instructions(&self) -> String {
         match self {

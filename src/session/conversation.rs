@@ -1,12 +1,11 @@
 //! A session's conversation: the client's events and the interviewer's turns.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use serde_json::json;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{EndReason, Finish, Flow, JournalState, Session};
 use crate::interviewer::{EngineError, Turn};
@@ -22,7 +21,7 @@ impl Session {
             "session_id": &*self.shared.id,
             "started_at": now_rfc3339(),
             "script_title": self.env.script.title,
-            "interviewer": "scripted",
+            "interviewer": self.interviewer.name(),
             "assessor": self.assessor.name(),
             "daemon_version": env!("CARGO_PKG_VERSION"),
         });

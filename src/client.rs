@@ -173,6 +173,8 @@ async fn interview(url: &str) -> Result<i32, String> {
                 print!("{}", event["delta"].as_str().unwrap_or_default());
                 let _ = std::io::stdout().flush();
             }
+            // A blank line between the candidate's answer and the reply.
+            "response.created" => println!(),
             "response.done" => {
                 println!("\n");
                 prompt();
@@ -231,7 +233,11 @@ fn print_report(report: &Value) {
     if let Some(questions) = report["questions"].as_array() {
         println!();
         for q in questions {
-            println!("  {:>3}  {}", q["score"], q["id"].as_str().unwrap_or("?"));
+            let score = q["score"]
+                .as_u64()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into());
+            println!("  {score:>3}  {}", q["id"].as_str().unwrap_or("?"));
             if let Some(reasons) = q["reasons"].as_array() {
                 for r in reasons {
                     println!("       {}", r.as_str().unwrap_or_default());

@@ -298,6 +298,26 @@ fn command_assessor_reads_the_transcript_as_json_on_stdin() {
     );
 }
 
+/// The largest report a `command` assessor may print (just under 1 MiB)
+/// reaches the client whole: the daemon's write limits leave room for it.
+#[test]
+fn a_report_near_the_size_limit_is_delivered_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let filler = 1000 * 1000;
+    let script = format!(
+        "cat >/dev/null; printf '{{\"filler\": \"'; head -c {filler} /dev/zero | tr '\\0' x; printf '\"}}'"
+    );
+    let daemon = command_daemon(dir.path(), &script, "");
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    let completed = c.wait_for("interview.assessment.completed");
+    assert_eq!(
+        completed["report"]["filler"].as_str().map(str::len),
+        Some(filler)
+    );
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+}
+
 /// Paths from tempfile contain no shell metacharacters; refuse any that do
 /// rather than quoting them wrongly.
 fn toml_unsafe_free(s: &str) -> String {

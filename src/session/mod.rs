@@ -189,10 +189,12 @@ async fn serve(
     control: async_channel::Receiver<Control>,
 ) {
     let limits = &env.config.limits;
+    // Writes are eager (no write buffering) and bounded in time by
+    // SEND_TIMEOUT, not in size: tungstenite 0.30 accepts
+    // `max_write_buffer_size` but does not apply it.
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_message_bytes.max(1 << 20))
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
     let upgrade = async {

@@ -32,6 +32,23 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Waits until an assessor script has written its pid file (whole line).
+fn wait_for_pid_file(path: &Path) {
+    poll("the assessor's pid file", || {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+}
+
+/// Waits until no process carries `marker` in its command line; panics
+/// after [`WAIT`].
+fn wait_until_gone(marker: &str) {
+    poll(&format!("no process matching {marker:?}"), || {
+        processes_matching(marker).is_empty().then_some(())
+    });
+}
+
 /// Waits until the session's journal has an end line and returns it whole.
 fn ended_journal(daemon: &Daemon, id: &str) -> Transcript {
     let path = daemon.journal_path(id);
@@ -398,11 +415,7 @@ fn a_timed_out_assessment_fails_and_its_child_is_killed() {
     run_short_interview(&mut c, ["An answer.", "Another answer."]);
     let started = Instant::now();
     // The child really ran (so "no survivor" below is not vacuous).
-    poll("the assessor's pid file", || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .filter(|s| s.ends_with('\n'))
-    });
+    wait_for_pid_file(&pidfile);
     let failed = c.wait_for("interview.assessment.failed");
     let took = started.elapsed();
     let reason = failed["reason"].as_str().unwrap();
@@ -412,18 +425,7 @@ fn a_timed_out_assessment_fails_and_its_child_is_killed() {
     );
     assert!(took < Duration::from_secs(5), "failure after {took:?}");
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let survivors = processes_matching(&marker);
-        if survivors.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "assessor processes survived the timeout: {survivors:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_gone(&marker);
     let journal = ended_journal(&daemon, &c.session_id);
     let assessment = records(&journal, "assessment");
     assert_eq!(assessment[0]["outcome"], "failed");
@@ -448,11 +450,7 @@ fn a_report_delivered_on_sigterm_after_the_timeout_is_used() {
     let daemon = command_daemon(dir.path(), &script, "timeout = \"500ms\"\n");
     let mut c = Client::connect(&daemon.url());
     run_short_interview(&mut c, ["An answer.", "Another answer."]);
-    poll("the assessor's pid file", || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .filter(|s| s.ends_with('\n'))
-    });
+    wait_for_pid_file(&pidfile);
     let completed = c.wait_for("interview.assessment.completed");
     assert_eq!(completed["report"], serde_json::json!({"late": true}));
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
@@ -462,11 +460,7 @@ fn a_report_delivered_on_sigterm_after_the_timeout_is_used() {
     let journal = ended_journal(&daemon, &c.session_id);
     assert_eq!(records(&journal, "assessment")[0]["outcome"], "completed");
     assert_eq!(journal.end_reason(), Some("completed"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_matching(&marker).is_empty() {
-        assert!(Instant::now() < deadline, "the assessor's sleep survived");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_gone(&marker);
 }
 
 /// How a test client leaves.

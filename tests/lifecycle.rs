@@ -32,6 +32,57 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Starts a daemon with a `command` assessor running `script`, and takes a
+/// two-answer interview with it into the assessment.
+fn assessed_interview(dir: &Path, script: &str, assessment_extra: &str) -> (Daemon, Client) {
+    let daemon = command_daemon(dir, script, assessment_extra);
+    let mut c = Client::connect(&daemon.url());
+    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    (daemon, c)
+}
+
+/// Checks a failed assessment end to end: `interview.assessment.failed`
+/// with a reason containing `needle`, close 1000, the journal's outcome
+/// "failed", and no report on disk. Returns the journal.
+fn assert_assessment_failed(daemon: &Daemon, c: &mut Client, needle: &str) -> Transcript {
+    let failed = c.wait_for("interview.assessment.failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains(needle), "{reason}");
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+    let journal = ended_journal(daemon, &c.session_id);
+    assert_eq!(records(&journal, "assessment")[0]["outcome"], "failed");
+    assert!(!daemon.report_path(&c.session_id).exists());
+    journal
+}
+
+/// A session whose `command` assessment will overrun its 500 ms timeout.
+struct Overdue {
+    daemon: Daemon,
+    c: Client,
+    /// In the assessor's `sleep` command line, for finding survivors.
+    marker: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs an interview into a `command` assessment with `timeout = "500ms"`;
+/// `script(pidfile, sleep)` gives the assessor's shell script, which must
+/// write its pid to `pidfile` and run `sleep` (a 30 s sleep with a unique
+/// marker). Returns once the script has started.
+fn overdue_assessment(script: impl Fn(&str, &str) -> String) -> Overdue {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("sleep 30.{}", unique());
+    let pidfile = dir.path().join("child.pid");
+    let script = script(&toml_unsafe_free(&pidfile.to_string_lossy()), &marker);
+    let (daemon, c) = assessed_interview(dir.path(), &script, "timeout = \"500ms\"\n");
+    wait_for_pid_file(&pidfile);
+    Overdue {
+        daemon,
+        c,
+        marker,
+        _dir: dir,
+    }
+}
+
 /// Waits until an assessor script has written its pid file (whole line).
 fn wait_for_pid_file(path: &Path) {
     poll("the assessor's pid file", || {
@@ -324,9 +375,7 @@ fn a_report_near_the_size_limit_is_delivered_whole() {
     let script = format!(
         "cat >/dev/null; printf '{{\"filler\": \"'; head -c {filler} /dev/zero | tr '\\0' x; printf '\"}}'"
     );
-    let daemon = command_daemon(dir.path(), &script, "");
-    let mut c = Client::connect(&daemon.url());
-    run_short_interview(&mut c, ["An answer.", "Another answer."]);
+    let (_daemon, mut c) = assessed_interview(dir.path(), &script, "");
     let completed = c.wait_for("interview.assessment.completed");
     assert_eq!(
         completed["report"]["filler"].as_str().map(str::len),
@@ -352,12 +401,8 @@ fn toml_unsafe_free(s: &str) -> String {
 #[test]
 fn a_failing_command_is_reported_and_the_transcript_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = command_daemon(dir.path(), "cat >/dev/null; exit 3", "");
-    let mut c = Client::connect(&daemon.url());
-    run_short_interview(&mut c, ["An answer.", "Another answer."]);
-    let failed = c.wait_for("interview.assessment.failed");
-    let reason = failed["reason"].as_str().unwrap();
-    assert!(reason.contains("status 3"), "{reason}");
+    let (daemon, mut c) = assessed_interview(dir.path(), "cat >/dev/null; exit 3", "");
+    let journal = assert_assessment_failed(&daemon, &mut c, "status 3");
     assert!(
         !c.events
             .iter()
@@ -365,11 +410,8 @@ fn a_failing_command_is_reported_and_the_transcript_kept() {
         "{:#?}",
         c.events
     );
-    assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let journal = ended_journal(&daemon, &c.session_id);
     let assessment = records(&journal, "assessment");
     assert_eq!(assessment.len(), 1, "{:#?}", journal.records);
-    assert_eq!(assessment[0]["outcome"], "failed");
     assert!(assessment[0]["reason"]
         .as_str()
         .unwrap()
@@ -387,35 +429,24 @@ fn a_failing_command_is_reported_and_the_transcript_kept() {
 #[test]
 fn invalid_json_from_the_command_fails_the_assessment() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = command_daemon(dir.path(), "cat >/dev/null; echo 'score: seven'", "");
-    let mut c = Client::connect(&daemon.url());
-    run_short_interview(&mut c, ["An answer.", "Another answer."]);
-    let failed = c.wait_for("interview.assessment.failed");
-    let reason = failed["reason"].as_str().unwrap();
-    assert!(reason.contains("JSON"), "{reason}");
-    assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let journal = ended_journal(&daemon, &c.session_id);
-    assert_eq!(records(&journal, "assessment")[0]["outcome"], "failed");
-    assert!(!daemon.report_path(&c.session_id).exists());
+    let (daemon, mut c) = assessed_interview(dir.path(), "cat >/dev/null; echo 'score: seven'", "");
+    assert_assessment_failed(&daemon, &mut c, "JSON");
 }
 
 /// An assessment over assessment.timeout is failed with a reason naming the
 /// timeout, its child process group is killed, and the session ends.
 #[test]
 fn a_timed_out_assessment_fails_and_its_child_is_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = format!("sleep 30.{}", unique());
-    let pidfile = dir.path().join("child.pid");
-    let script = format!(
-        "echo $$ > {}; cat >/dev/null; {marker}; echo '{{}}'",
-        toml_unsafe_free(&pidfile.to_string_lossy())
-    );
-    let daemon = command_daemon(dir.path(), &script, "timeout = \"500ms\"\n");
-    let mut c = Client::connect(&daemon.url());
-    run_short_interview(&mut c, ["An answer.", "Another answer."]);
     let started = Instant::now();
-    // The child really ran (so "no survivor" below is not vacuous).
-    wait_for_pid_file(&pidfile);
+    // The child really runs (so "no survivor" below is not vacuous).
+    let Overdue {
+        daemon,
+        mut c,
+        marker,
+        ..
+    } = overdue_assessment(|pidfile, sleep| {
+        format!("echo $$ > {pidfile}; cat >/dev/null; {sleep}; echo '{{}}'")
+    });
     let failed = c.wait_for("interview.assessment.failed");
     let took = started.elapsed();
     let reason = failed["reason"].as_str().unwrap();
@@ -440,17 +471,16 @@ fn a_timed_out_assessment_fails_and_its_child_is_killed() {
 /// journaled as completed.
 #[test]
 fn a_report_delivered_on_sigterm_after_the_timeout_is_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = format!("sleep 30.{}", unique());
-    let pidfile = dir.path().join("child.pid");
-    let script = format!(
-        "trap 'echo \"{{\\\"late\\\": true}}\"; exit 0' TERM; cat >/dev/null; echo $$ > {}; {marker} & wait",
-        toml_unsafe_free(&pidfile.to_string_lossy())
-    );
-    let daemon = command_daemon(dir.path(), &script, "timeout = \"500ms\"\n");
-    let mut c = Client::connect(&daemon.url());
-    run_short_interview(&mut c, ["An answer.", "Another answer."]);
-    wait_for_pid_file(&pidfile);
+    let Overdue {
+        daemon,
+        mut c,
+        marker,
+        ..
+    } = overdue_assessment(|pidfile, sleep| {
+        format!(
+            "trap 'echo \"{{\\\"late\\\": true}}\"; exit 0' TERM; cat >/dev/null; echo $$ > {pidfile}; {sleep} & wait"
+        )
+    });
     let completed = c.wait_for("interview.assessment.completed");
     assert_eq!(completed["report"], serde_json::json!({"late": true}));
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
@@ -485,13 +515,11 @@ fn leave(mut c: Client, how: Leave) {
 
 fn assessment_survives(how: Leave) {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = command_daemon(
+    let (daemon, c) = assessed_interview(
         dir.path(),
         "cat >/dev/null; sleep 1; echo '{\"finished\": \"without the client\"}'",
         "keepalive_interval = \"100ms\"\n",
     );
-    let mut c = Client::connect(&daemon.url());
-    run_short_interview(&mut c, ["An answer.", "Another answer."]);
     let id = c.session_id.clone();
     leave(c, how);
     let report_path = daemon.report_path(&id);

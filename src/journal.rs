@@ -12,7 +12,7 @@
 //! A crash can leave a torn last line; [`read`] detects and ignores it, and
 //! at the next start `recovery` cuts it and closes the transcript.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -215,35 +215,29 @@ fn commit(
     batch: Vec<Op>,
 ) {
     let mut failed: HashMap<Arc<str>, String> = HashMap::new();
-    let mut touched: Vec<Arc<str>> = Vec::new();
+    let mut touched: HashSet<Arc<str>> = HashSet::new();
     let mut created = false;
     for op in &batch {
         if failed.contains_key(&op.session) {
             continue;
         }
-        let written = write_line(dir, files, op, &mut created);
-        let written = match written {
-            // A session's last line: sync and close its file now rather than
-            // at the end of the batch, so that its descriptor is free for the
-            // sessions that open files later in this same batch.
-            Ok(()) if op.last => match files.remove(&op.session).map(|f| f.file.sync_data()) {
-                Some(Err(e)) => Err(e),
-                _ => Ok(()),
-            },
-            other => other,
-        };
-        match written {
-            Ok(()) if op.last => {}
-            Ok(()) => {
-                if !touched.contains(&op.session) {
-                    touched.push(op.session.clone());
-                }
+        let written = write_line(dir, files, op, &mut created).and_then(|()| {
+            if op.last {
+                // Sync and close now rather than at the end of the batch, so
+                // that the descriptor is free for sessions that open their
+                // files later in this same batch.
+                files
+                    .remove(&op.session)
+                    .map_or(Ok(()), |open| open.file.sync_data())
+            } else {
+                touched.insert(op.session.clone());
+                Ok(())
             }
-            Err(e) => {
-                log::error!("journal {}: {e}", op.session);
-                files.remove(&op.session);
-                failed.insert(op.session.clone(), e.to_string());
-            }
+        });
+        if let Err(e) = written {
+            log::error!("journal {}: {e}", op.session);
+            files.remove(&op.session);
+            failed.insert(op.session.clone(), e.to_string());
         }
     }
     if created {

@@ -129,20 +129,14 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
 
     let t = Instant::now();
     let termed = s.children.close_and_signal(libc::SIGTERM);
-    let mut left = Vec::new();
-    if s.workers.borrow().count(WorkerKind::Assessment) > 0 {
-        left = wait_for(
-            &s.workers,
-            WorkerKind::Assessment,
-            (t + CHILD_TERM_GRACE).min(deadline),
-        )
-        .await;
-    }
-    let killed = if s.children.is_empty() {
-        0
-    } else {
-        s.children.signal_all(libc::SIGKILL)
-    };
+    // Returns at once when no assessment is running.
+    let left = wait_for(
+        &s.workers,
+        WorkerKind::Assessment,
+        (t + CHILD_TERM_GRACE).min(deadline),
+    )
+    .await;
+    let killed = s.children.signal_all(libc::SIGKILL);
     done(
         Step::StopChildren,
         t,

@@ -65,7 +65,18 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version arrive here too, on stdout, and succeed.
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
     let status = match cli.command {
         Command::Serve {
             config,

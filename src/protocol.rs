@@ -115,8 +115,9 @@ pub fn text_response(
         "status": "in_progress", "role": "assistant", "content": [],
     });
     let done_item = item.to_json("completed");
-    let at = |extra: Value| {
-        let mut v = json!({"response_id": response_id, "item_id": item.id, "output_index": 0, "content_index": 0});
+    // An event about the item's one content part.
+    let part_event = |ty: &str, extra: Value| {
+        let mut v = json!({"type": ty, "response_id": response_id, "item_id": item.id, "output_index": 0, "content_index": 0});
         merge(&mut v, extra);
         v
     };
@@ -124,24 +125,20 @@ pub fn text_response(
         json!({"type": "response.created", "response": response("in_progress", json!([]))}),
         json!({"type": "response.output_item.added", "response_id": response_id, "output_index": 0, "item": in_progress}),
         json!({"type": "conversation.item.added", "previous_item_id": previous_item_id, "item": in_progress}),
-        {
-            let mut v = at(json!({"part": {"type": "text", "text": ""}}));
-            v["type"] = json!("response.content_part.added");
-            v
-        },
+        part_event(
+            "response.content_part.added",
+            json!({"part": {"type": "text", "text": ""}}),
+        ),
     ];
     for delta in deltas(&item.text) {
-        let mut v = at(json!({"delta": delta}));
-        v["type"] = json!("response.output_text.delta");
-        events.push(v);
+        events.push(part_event(
+            "response.output_text.delta",
+            json!({"delta": delta}),
+        ));
     }
-    let mut text_done = at(json!({"text": item.text}));
-    text_done["type"] = json!("response.output_text.done");
-    let mut part_done = at(json!({"part": {"type": "text", "text": item.text}}));
-    part_done["type"] = json!("response.content_part.done");
     events.extend([
-        text_done,
-        part_done,
+        part_event("response.output_text.done", json!({"text": item.text})),
+        part_event("response.content_part.done", json!({"part": {"type": "text", "text": item.text}})),
         json!({"type": "response.output_item.done", "response_id": response_id, "output_index": 0, "item": done_item}),
         json!({"type": "conversation.item.done", "previous_item_id": previous_item_id, "item": done_item}),
         json!({"type": "response.done", "response": response("completed", json!([done_item]))}),

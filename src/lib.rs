@@ -9,6 +9,7 @@
 //!
 //! - [`server`]: the central loop; owns the session table and selects over
 //!   signals, the listener, session events, finished threads, the sweeper.
+//! - [`accept`]: backing off and logging when accept() runs out of descriptors.
 //! - [`session`]: one interview, a future owned through its `Task`; dropping
 //!   the task cancels it.
 //! - [`handshake`]: HTTP request parsing and the WebSocket upgrade.
@@ -26,6 +27,7 @@
 //!
 //! docs/architecture.md tells the same story at more length.
 
+pub mod accept;
 pub mod assessor;
 pub mod children;
 pub mod client;

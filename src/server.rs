@@ -4,18 +4,18 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_channel::Receiver;
 use smol::future::FutureExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Task, Timer};
 
+use crate::accept;
 use crate::children::ChildGroups;
 use crate::config::Config;
 use crate::ids;
@@ -25,11 +25,6 @@ use crate::session::{self, Control, Env, Event, Phase, Shared};
 use crate::shutdown::{self, Shutdown};
 use crate::signals::{Signal, SignalThread};
 use crate::workers::Workers;
-
-/// How long accepting pauses after accept() fails for lack of resources
-/// (EMFILE and friends): long enough not to spin on a full fd table,
-/// short enough that a freed descriptor is used quickly.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One live connection in the table.
 pub struct Entry {
@@ -104,10 +99,7 @@ pub async fn run(
     let done_workers = daemon.workers.borrow().done_events();
     let mut next_key = 0u64;
     let mut next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
-    let mut accept_paused_until: Option<Instant> = None;
-    // Failed accepts since the last success: the first is logged, the rest
-    // only counted, so that a full fd table does not flood the log.
-    let mut accept_failures = 0u64;
+    let mut accept_backoff = accept::Backoff::default();
     let mut signals_alive = true;
     let trigger = loop {
         let wake = async {
@@ -130,7 +122,7 @@ pub async fn run(
             Wake::Sweep
         })
         .or(async {
-            match accept_paused_until {
+            match accept_backoff.paused_until() {
                 Some(until) => {
                     Timer::at(until).await;
                     Wake::AcceptResume
@@ -147,10 +139,7 @@ pub async fn run(
                 signals_alive = false;
             }
             Wake::Accepted(Ok((stream, peer))) => {
-                if accept_failures > 0 {
-                    log::info!("accepting again after {accept_failures} failed attempt(s)");
-                    accept_failures = 0;
-                }
+                accept_backoff.log_success();
                 let _ = stream.set_nodelay(true);
                 let admitted = table.values().filter(|e| e.admitted).count()
                     < daemon.config.limits.max_sessions;
@@ -160,20 +149,13 @@ pub async fn run(
                 table.insert(key, entry);
             }
             Wake::Accepted(Err(e)) => {
-                if is_resource_exhaustion(&e) {
-                    if accept_failures == 0 {
-                        log::warn!(
-                            "accept failed: {e}; retrying every {} ms while live sessions carry on",
-                            ACCEPT_BACKOFF.as_millis()
-                        );
-                    }
-                    accept_failures += 1;
-                    accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                if accept::is_resource_exhaustion(&e) {
+                    accept_backoff.log_failure(&e, Instant::now());
                 } else {
                     log::debug!("accept: {e}");
                 }
             }
-            Wake::AcceptResume => accept_paused_until = None,
+            Wake::AcceptResume => accept_backoff.resume(),
             Wake::Session(Event::Ended(key)) => {
                 table.remove(&key);
             }
@@ -230,15 +212,6 @@ fn spawn_session(
         shared,
         admitted,
     }
-}
-
-/// accept() errors that mean "out of descriptors or memory": retrying at
-/// once would spin, so the loop backs off.
-fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOMEM) | Some(libc::ENOBUFS)
-    ) || e.kind() == ErrorKind::OutOfMemory
 }
 
 /// Removes sessions whose client has been silent for `sessions.idle_timeout`.

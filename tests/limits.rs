@@ -70,6 +70,7 @@ fn fd_exhaustion_is_logged_once_and_live_sessions_carry_on() {
             let _ = tx.send(());
             match first {
                 Ok(event) if event["type"] == "session.created" => {
+                    client.session_id = event["session"]["id"].as_str().unwrap_or("").into();
                     client.wait_for("response.done");
                     Ok(client)
                 }
@@ -127,8 +128,9 @@ fn fd_exhaustion_is_logged_once_and_live_sessions_carry_on() {
     assert!(answered.starts_with("item_"));
 
     // Freeing sessions lets the waiting connection in, and new ones after it.
-    drop(clients.pop());
-    drop(clients.pop());
+    let freed: Vec<String> = (0..2)
+        .map(|_| clients.pop().expect("two sessions").session_id.clone())
+        .collect();
     let waited = pending.join().expect("client thread");
     if let Err(why) = &waited {
         assert!(
@@ -136,9 +138,16 @@ fn fd_exhaustion_is_logged_once_and_live_sessions_carry_on() {
             "the waiting connection got no clear answer: {why}"
         );
     }
-    daemon.wait_for_log("accepting again after");
+    for id in &freed {
+        daemon.wait_for_log(&format!("session {id} ended"));
+    }
     let fresh = Client::connect(&daemon.url());
     assert!(fresh.session_id.starts_with("sess_"));
+    // Logged by the first accept that worked: the waiting connection's, or
+    // this one's when the waiting connection had been accepted just before
+    // the failure (accept() fails with EMFILE once the last descriptor is
+    // taken, even with nobody waiting).
+    daemon.wait_for_log("accepting again after");
 
     // Hitting the limit again within a minute is noted at debug level, not
     // warned about again: a daemon flapping at its limit must not flood
@@ -190,11 +199,7 @@ fn a_failed_answer_write_is_reported_and_not_acknowledged() {
     assert_eq!(turn["response"]["status"], "completed");
     let other = Client::connect(&daemon.url());
     assert!(other.session_id.starts_with("sess_"));
-    assert!(
-        daemon.log().contains("answer not recorded"),
-        "log:\n{}",
-        daemon.log()
-    );
+    daemon.wait_for_log("answer not recorded");
 
     let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());

@@ -22,7 +22,14 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub state: tempfile::TempDir,
     log: Arc<Mutex<String>>,
+    /// Hears from the log reader when it reaches EOF; taken once heard.
+    log_eof: Option<std::sync::mpsc::Receiver<()>>,
 }
+
+/// How long to wait, after the daemon exits, for its last log lines. A child
+/// that outlived the daemon can hold the pipe open; the log is then read
+/// as it is.
+const LOG_EOF_WAIT: Duration = Duration::from_secs(2);
 
 impl Daemon {
     /// Starts `interviewd serve` with this configuration file text (may be
@@ -96,7 +103,9 @@ impl Daemon {
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        // Owned by the Daemon: ends at EOF, i.e. when the process exits.
+        let (eof_tx, log_eof) = std::sync::mpsc::channel();
+        // Owned by the Daemon: ends at EOF, i.e. when the process exits,
+        // and says so through `log_eof`.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -108,6 +117,7 @@ impl Daemon {
                 log.push_str(&line);
                 log.push('\n');
             }
+            let _ = eof_tx.send(());
         });
         let addr = match addr_rx.recv_timeout(WAIT) {
             Ok(addr) => addr,
@@ -124,6 +134,7 @@ impl Daemon {
             addr,
             state,
             log,
+            log_eof: Some(log_eof),
         }
     }
 
@@ -153,9 +164,11 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // The log reader ends at EOF on the daemon's stderr; not
-                // joined here, since a child that outlived the daemon may
-                // hold that pipe open.
+                // The daemon's last lines may still be in the pipe: wait for
+                // the reader to reach EOF, within a bound.
+                if let Some(eof) = self.log_eof.take() {
+                    let _ = eof.recv_timeout(LOG_EOF_WAIT);
+                }
                 return status;
             }
             if Instant::now() > deadline {

@@ -88,6 +88,9 @@ pub struct Limits {
     /// Consecutive invalid client events before the session is closed with 1008.
     pub max_invalid_events: u32,
     pub handshake_timeout: Dur,
+    /// How long one write to a client may take before the client is
+    /// treated as gone.
+    pub send_timeout: Dur,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -136,6 +139,7 @@ impl Default for Limits {
             max_text_bytes: 32 * 1024,
             max_invalid_events: 10,
             handshake_timeout: Dur::secs(10),
+            send_timeout: Dur::secs(10),
         }
     }
 }
@@ -234,7 +238,7 @@ impl Config {
                 message: message.to_owned(),
             })
         };
-        let positive: [(&'static str, Dur); 8] = [
+        let positive: [(&'static str, Dur); 9] = [
             ("assessment.timeout", self.assessment.timeout),
             (
                 "assessment.keepalive_interval",
@@ -244,6 +248,7 @@ impl Config {
             ("sessions.sweep_interval", self.sessions.sweep_interval),
             ("sessions.ping_interval", self.sessions.ping_interval),
             ("limits.handshake_timeout", self.limits.handshake_timeout),
+            ("limits.send_timeout", self.limits.send_timeout),
             ("shutdown.close_grace", self.shutdown.close_grace),
             ("shutdown.deadline", self.shutdown.deadline),
         ];

@@ -500,9 +500,22 @@ enum Leave {
     DropTcp,
     /// Sends a close frame first.
     CloseFrame,
+    /// Keeps the connection open but stops reading (a stuck tab, a client
+    /// behind a stalled proxy), so the daemon's writes stall.
+    StopReading,
 }
 
-fn leave(mut c: Client, how: Leave) {
+/// The send timeout the `Leave` tests run with, so that a client that
+/// stops reading is let go quickly.
+const SEND_TIMEOUT: &str = "300ms";
+
+fn send_timeout_config() -> String {
+    format!("[limits]\nsend_timeout = \"{SEND_TIMEOUT}\"\n")
+}
+
+/// Makes the client leave; returns it when it is still connected (it must
+/// stay so until the test ends).
+fn leave(mut c: Client, how: Leave, daemon: &Daemon) -> Option<Client> {
     match how {
         Leave::DropTcp => drop(c),
         Leave::CloseFrame => {
@@ -510,7 +523,43 @@ fn leave(mut c: Client, how: Leave) {
             let end = c.read_to_end();
             assert!(matches!(end, Ended::Closed(_) | Ended::Dropped), "{end:?}");
         }
+        Leave::StopReading => {
+            stop_reading(&mut c, daemon);
+            return Some(c);
+        }
     }
+    None
+}
+
+/// Asks for the client's last item over and over without reading the
+/// answers, until the daemon's writes stall past `limits.send_timeout` and
+/// it lets the client go.
+fn stop_reading(c: &mut Client, daemon: &Daemon) {
+    let item = c
+        .events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "conversation.item.done")
+        .map(|e| e["item"]["id"].clone())
+        .expect("the client has an item to ask for");
+    let retrieve =
+        Message::text(json!({"type": "conversation.item.retrieve", "item_id": item}).to_string());
+    let needle = format!("client did not read for {SEND_TIMEOUT}");
+    let deadline = Instant::now() + WAIT;
+    'flood: while !daemon.log().contains(&needle) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never gave up on a client that does not read; log:\n{}",
+            daemon.log()
+        );
+        for _ in 0..200 {
+            // Fails once the daemon has let go of the connection.
+            if c.ws.send(retrieve.clone()).is_err() {
+                break 'flood;
+            }
+        }
+    }
+    daemon.wait_for_log(&needle);
 }
 
 fn assessment_survives(how: Leave) {
@@ -518,10 +567,10 @@ fn assessment_survives(how: Leave) {
     let (daemon, c) = assessed_interview(
         dir.path(),
         "cat >/dev/null; sleep 1; echo '{\"finished\": \"without the client\"}'",
-        "keepalive_interval = \"100ms\"\n",
+        &format!("keepalive_interval = \"100ms\"\n{}", send_timeout_config()),
     );
     let id = c.session_id.clone();
-    leave(c, how);
+    let _still_connected = leave(c, how, &daemon);
     let report_path = daemon.report_path(&id);
     let report: Value = poll("the report file", || {
         std::fs::read(&report_path)
@@ -560,20 +609,28 @@ fn the_assessment_survives_the_client_closing() {
     assessment_survives(Leave::CloseFrame);
 }
 
+/// Same as above for a client that stays connected but stops reading: once
+/// a write has stalled for `limits.send_timeout` the client is let go and
+/// the assessment carries on to its report.
+#[test]
+fn the_assessment_survives_a_client_that_stops_reading() {
+    assessment_survives(Leave::StopReading);
+}
+
 // ---------------------------------------------------------------------------
 // Ending sessions.
 // ---------------------------------------------------------------------------
 
-fn leaves_mid_interview(how: Leave) {
-    let daemon = Daemon::start("");
+fn leaves_mid_interview(how: Leave, end_reason: &str) {
+    let daemon = Daemon::start(&send_timeout_config());
     let mut c = Client::connect(&daemon.url());
     c.answer("I worked on a payments service.");
     let id = c.session_id.clone();
-    leave(c, how);
+    let _still_connected = leave(c, how, &daemon);
     let journal = ended_journal(&daemon, &id);
     assert_eq!(
         journal.end_reason(),
-        Some("client_closed"),
+        Some(end_reason),
         "{how:?}; log:\n{}",
         daemon.log()
     );
@@ -588,14 +645,22 @@ fn leaves_mid_interview(how: Leave) {
 /// its session with end reason client_closed.
 #[test]
 fn a_client_dropping_its_connection_mid_interview_ends_with_client_closed() {
-    leaves_mid_interview(Leave::DropTcp);
+    leaves_mid_interview(Leave::DropTcp, "client_closed");
 }
 
 /// A client that sends a close frame mid-interview ends its session with
 /// end reason client_closed.
 #[test]
 fn a_client_closing_mid_interview_ends_with_client_closed() {
-    leaves_mid_interview(Leave::CloseFrame);
+    leaves_mid_interview(Leave::CloseFrame, "client_closed");
+}
+
+/// A client that stops reading mid-interview is let go once a write has
+/// stalled for `limits.send_timeout`: the session ends with end reason
+/// error, and what the client answered stays in the journal.
+#[test]
+fn a_client_that_stops_reading_mid_interview_is_let_go() {
+    leaves_mid_interview(Leave::StopReading, "error");
 }
 
 /// The sweeper removes a session whose client holds the connection open but

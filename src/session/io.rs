@@ -1,7 +1,7 @@
 //! A session's side of the WebSocket: bounded writes, the close handshake,
 //! and the wait for whatever happens next.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use smol::future::FutureExt;
 use smol::Timer;
 
-use super::{Assessing, Control, Lost, Session, Wake, CLOSE_REPLY_TIMEOUT, SEND_TIMEOUT};
+use super::{Assessing, Control, Lost, Session, Wake, CLOSE_REPLY_TIMEOUT};
 use crate::handshake::Ws;
 use crate::journal::{now_rfc3339, EndReason};
 use crate::protocol::Stamp;
@@ -55,13 +55,19 @@ impl Session {
                 .await;
         }
     }
+    /// How long one write to the client may take (`limits.send_timeout`).
+    fn send_timeout(&self) -> Duration {
+        self.env.config.limits.send_timeout.0
+    }
+
     pub(super) async fn send(&mut self, event: Value) {
         self.send_all(vec![event]).await;
     }
 
     /// Sends events as one write. A client that cannot take them within
-    /// [`SEND_TIMEOUT`] is treated as gone.
+    /// `limits.send_timeout` is treated as gone.
     pub(super) async fn send_all(&mut self, events: Vec<Value>) {
+        let timeout = self.send_timeout();
         let Some(ws) = &mut self.ws else {
             return;
         };
@@ -73,14 +79,15 @@ impl Session {
             }
             ws.flush().await
         };
-        if let Err(lost) = bounded(write).await {
+        if let Err(lost) = bounded(write, timeout).await {
             self.lose_client(lost);
         }
     }
 
     pub(super) async fn send_raw(&mut self, message: Message) {
+        let timeout = self.send_timeout();
         if let Some(ws) = &mut self.ws {
-            if let Err(lost) = bounded(ws.send(message)).await {
+            if let Err(lost) = bounded(ws.send(message), timeout).await {
                 self.lose_client(lost);
             }
         }
@@ -88,6 +95,7 @@ impl Session {
 
     /// Sends a close frame and waits briefly for the client's reply.
     pub(super) async fn close(&mut self, code: CloseCode, reason: &str) {
+        let timeout = self.send_timeout();
         let Some(mut ws) = self.ws.take() else {
             return;
         };
@@ -95,7 +103,7 @@ impl Session {
             code,
             reason: reason.into(),
         };
-        if bounded(ws.close(Some(frame))).await.is_err() {
+        if bounded(ws.close(Some(frame)), timeout).await.is_err() {
             return;
         }
         let drain = async { while let Some(Ok(_)) = ws.next().await {} };
@@ -107,10 +115,11 @@ impl Session {
     }
 }
 
-/// Runs a write with [`SEND_TIMEOUT`]; on failure, says how the client was
-/// lost and which end reason that is.
+/// Runs a write bounded by `timeout` (`limits.send_timeout`); on failure,
+/// says how the client was lost and which end reason that is.
 async fn bounded(
     write: impl std::future::Future<Output = Result<(), WsError>>,
+    timeout: Duration,
 ) -> Result<(), Lost> {
     async {
         write.await.map_err(|e| Lost {
@@ -119,10 +128,13 @@ async fn bounded(
         })
     }
     .or(async {
-        Timer::after(SEND_TIMEOUT).await;
+        Timer::after(timeout).await;
         Err(Lost {
             reason: EndReason::Error,
-            detail: format!("client did not read for {} s", SEND_TIMEOUT.as_secs()),
+            detail: format!(
+                "client did not read for {}",
+                humantime::format_duration(timeout)
+            ),
         })
     })
     .await

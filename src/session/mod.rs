@@ -44,10 +44,6 @@ mod assessment;
 mod conversation;
 mod io;
 
-/// How long one write to a client may take. A client that does not read
-/// for this long is treated as gone, so it cannot pin a session forever.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long we wait for the client's reply to our close frame; waiting
 /// lets the close handshake finish before the TCP connection is torn down.
 const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -190,7 +186,7 @@ async fn serve(
 ) {
     let limits = &env.config.limits;
     // Writes are eager (no write buffering) and bounded in time by
-    // SEND_TIMEOUT, not in size: tungstenite 0.30 accepts
+    // limits.send_timeout, not in size: tungstenite 0.30 accepts
     // `max_write_buffer_size` but does not apply it.
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)

@@ -564,13 +564,23 @@ fn stop_reading(c: &mut Client, daemon: &Daemon) {
 
 fn assessment_survives(how: Leave) {
     let dir = tempfile::tempdir().unwrap();
+    // The assessor finishes once the test opens the gate, after the client
+    // has left, so that the client leaves during the assessment however
+    // slow the machine is (bounded: 30 s).
+    let gate = dir.path().join("gate");
+    let assessor = format!(
+        "cat >/dev/null; i=0; while [ ! -e {gate} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+         echo '{{\"finished\": \"without the client\"}}'",
+        gate = toml_unsafe_free(&gate.to_string_lossy())
+    );
     let (daemon, c) = assessed_interview(
         dir.path(),
-        "cat >/dev/null; sleep 1; echo '{\"finished\": \"without the client\"}'",
+        &assessor,
         &format!("keepalive_interval = \"100ms\"\n{}", send_timeout_config()),
     );
     let id = c.session_id.clone();
     let _still_connected = leave(c, how, &daemon);
+    std::fs::write(&gate, "").unwrap();
     let report_path = daemon.report_path(&id);
     let report: Value = poll("the report file", || {
         std::fs::read(&report_path)

@@ -55,6 +55,7 @@ impl Session {
                 .await;
         }
     }
+
     /// How long one write to the client may take (`limits.send_timeout`).
     fn send_timeout(&self) -> Duration {
         self.env.config.limits.send_timeout.0

@@ -111,8 +111,8 @@ impl Backoff {
             Report::Warn { quiet_episodes } => {
                 let earlier = if quiet_episodes > 0 {
                     format!(
-                        " ({quiet_episodes} more time(s) in the last {} s, logged at debug level)",
-                        WARN_EVERY.as_secs()
+                        " (it happened {quiet_episodes} more time(s) since the last warning, \
+                         logged at debug level)"
                     )
                 } else {
                     String::new()

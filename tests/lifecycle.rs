@@ -1052,19 +1052,24 @@ fn serve_on_a_busy_address_fails_cleanly() {
     drop(taken);
 }
 
+/// Starts `interviewd client URL` with piped stdin, stdout and stderr.
+fn spawn_terminal_client(url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(["client", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client")
+}
+
 /// The terminal client runs a whole interview from piped stdin and prints
 /// the questions, the assessment progress and the report, then exits 0.
 #[test]
 fn the_terminal_client_takes_a_whole_interview() {
     let daemon = Daemon::start("");
     let script = interviewd::script::Script::builtin();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["client", &daemon.url()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = spawn_terminal_client(&daemon.url());
     // Long enough for every question's min_words: no follow-ups.
     let answer = "I designed and built a project with my team, wrote tests, read the logs \
                   and metrics, used a hash map for lookup and a tree for ordered range \
@@ -1103,13 +1108,7 @@ fn the_terminal_client_stays_alive_while_the_candidate_thinks() {
     let daemon = Daemon::start(
         "[sessions]\nidle_timeout = \"400ms\"\nsweep_interval = \"100ms\"\nping_interval = \"100ms\"\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["client", &daemon.url()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = spawn_terminal_client(&daemon.url());
     let mut stdin = child.stdin.take().unwrap();
     daemon.wait_for_log("started for");
     // The candidate's pause is the stimulus here: three idle timeouts.

@@ -5,11 +5,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{EndReason, Finish, Flow, JournalState, Session};
 use crate::interviewer::{EngineError, Turn};
-use crate::journal::now_rfc3339;
+use crate::journal::{now_rfc3339, JournalError};
 use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role};
 use crate::script::words;
 
@@ -25,13 +25,7 @@ impl Session {
             "assessor": self.assessor.name(),
             "daemon_version": env!("CARGO_PKG_VERSION"),
         });
-        if let Err(e) = self
-            .env
-            .journal
-            .append_durable(&self.shared.id, header)
-            .await
-        {
-            log::error!("session {}: cannot open transcript: {e}", self.shared.id);
+        if let Err(e) = self.record_durably(header, "cannot open transcript").await {
             let error = ProtocolError::server(
                 "transcript_unavailable",
                 format!("the interview cannot be recorded: {e}"),
@@ -248,13 +242,7 @@ impl Session {
             "kind": "item", "item_id": item.id, "role": "user", "question_id": question,
             "text": item.text, "at": now_rfc3339(),
         });
-        if let Err(e) = self
-            .env
-            .journal
-            .append_durable(&self.shared.id, record)
-            .await
-        {
-            log::error!("session {}: answer not recorded: {e}", self.shared.id);
+        if let Err(e) = self.record_durably(record, "answer not recorded").await {
             let error = ProtocolError::server(
                 "transcript_write_failed",
                 format!("your answer was not saved, please send it again: {e}"),
@@ -283,12 +271,7 @@ impl Session {
             return self.report(e, event_id).await;
         }
         let record = json!({"kind": "item_deleted", "item_id": item_id, "at": now_rfc3339()});
-        if let Err(e) = self
-            .env
-            .journal
-            .append_durable(&self.shared.id, record)
-            .await
-        {
+        if let Err(e) = self.record_durably(record, "deletion not recorded").await {
             let error = ProtocolError::server(
                 "transcript_write_failed",
                 format!("the item was not deleted: {e}"),
@@ -299,6 +282,20 @@ impl Session {
         self.answered.retain(|(id, _)| *id != item_id);
         self.send(protocol::item_deleted(&item_id)).await;
         Ok(())
+    }
+
+    /// Appends a record and waits until it is on disk. A failure is logged
+    /// as `session ID: {failed}: ERROR` and returned, for the client.
+    async fn record_durably(&self, record: Value, failed: &str) -> Result<(), JournalError> {
+        let result = self
+            .env
+            .journal
+            .append_durable(&self.shared.id, record)
+            .await;
+        if let Err(e) = &result {
+            log::error!("session {}: {failed}: {e}", self.shared.id);
+        }
+        result
     }
 
     pub(super) fn words_for_current_question(&self) -> usize {

@@ -1063,6 +1063,19 @@ fn spawn_terminal_client(url: &str) -> Child {
         .expect("start the client")
 }
 
+/// Waits for the terminal client to exit 0 and returns what it printed.
+fn terminal_client_stdout(child: Child) -> String {
+    let out = wait_output(child, "interviewd client");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
 /// The terminal client runs a whole interview from piped stdin and prints
 /// the questions, the assessment progress and the report, then exits 0.
 #[test]
@@ -1083,14 +1096,7 @@ fn the_terminal_client_takes_a_whole_interview() {
             writeln!(stdin, "{answer}").unwrap();
         }
     } // closes stdin
-    let out = wait_output(child, "interviewd client");
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = terminal_client_stdout(child);
     assert!(stdout.contains(&script.questions[0].text), "{stdout}");
     assert!(
         stdout.contains(&script.questions[script.questions.len() - 1].text),
@@ -1125,14 +1131,7 @@ fn the_terminal_client_stays_alive_while_the_candidate_thinks() {
     .unwrap();
     writeln!(stdin, "/finish").unwrap();
     drop(stdin);
-    let out = wait_output(child, "interviewd client");
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = terminal_client_stdout(child);
     assert!(stdout.contains("Overall:"), "{stdout}");
     assert!(!daemon.log().contains("stale"), "{}", daemon.log());
 }

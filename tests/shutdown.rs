@@ -24,30 +24,29 @@ use tungstenite::{Message, WebSocket};
 /// Upper bound for a shutdown whose target is well under a second.
 const PROMPT: Duration = Duration::from_secs(5);
 
-/// Idle daemon: SIGTERM exits 0 promptly.
-#[test]
-fn idle_daemon_exits_zero_on_sigterm() {
+/// Stops an idle daemon with `signal`: exit 0, promptly, with the signal
+/// named in the log.
+fn idle_daemon_exits_zero_on(signal: i32, name: &str) {
     let mut daemon = Daemon::start("");
-    let (status, took) = daemon.stop(libc::SIGTERM, WAIT);
-    eprintln!("idle SIGTERM: exited in {} ms", took.as_millis());
+    let (status, took) = daemon.stop(signal, WAIT);
+    eprintln!("idle {name}: exited in {} ms", took.as_millis());
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     assert!(took < PROMPT, "took {took:?}; log:\n{}", daemon.log());
     let log = daemon.log();
-    assert!(log.contains("received SIGTERM"), "log:\n{log}");
+    assert!(log.contains(&format!("received {name}")), "log:\n{log}");
     assert!(log.contains("shutdown complete"), "log:\n{log}");
+}
+
+/// Idle daemon: SIGTERM exits 0 promptly.
+#[test]
+fn idle_daemon_exits_zero_on_sigterm() {
+    idle_daemon_exits_zero_on(libc::SIGTERM, "SIGTERM");
 }
 
 /// Idle daemon: SIGINT exits 0 promptly, like SIGTERM.
 #[test]
 fn idle_daemon_exits_zero_on_sigint() {
-    let mut daemon = Daemon::start("");
-    let (status, took) = daemon.stop(libc::SIGINT, WAIT);
-    eprintln!("idle SIGINT: exited in {} ms", took.as_millis());
-    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
-    assert!(took < PROMPT, "took {took:?}; log:\n{}", daemon.log());
-    let log = daemon.log();
-    assert!(log.contains("received SIGINT"), "log:\n{log}");
-    assert!(log.contains("shutdown complete"), "log:\n{log}");
+    idle_daemon_exits_zero_on(libc::SIGINT, "SIGINT");
 }
 
 /// Mid-interview: the client gets 1012 (a complete close handshake), both

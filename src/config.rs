@@ -5,7 +5,7 @@
 //! silently ignored. The effective configuration can be printed back as TOML.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +33,10 @@ pub struct Server {
     pub state_dir: Option<PathBuf>,
     /// error, warn, info, debug or trace.
     pub log_level: LogLevel,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` header
+    /// names the client; per-address limits then apply to that client. A
+    /// trusted proxy itself is not limited per address, only in total.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
@@ -82,6 +86,21 @@ pub struct Sessions {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_sessions: usize,
+    /// Connections in their HTTP handshake at once; beyond it a new
+    /// connection is closed at once.
+    pub max_handshakes: usize,
+    /// Handshakes at once from one client address (an IPv6 /64).
+    pub max_handshakes_per_ip: usize,
+    /// Sessions at once from one client address; beyond it HTTP 429.
+    pub max_sessions_per_ip: usize,
+    /// Answers and interviewer items one session may hold.
+    pub max_items: usize,
+    /// Bytes of conversation one session may write to its transcript.
+    pub max_transcript_bytes: u64,
+    /// Client frames per second, sustained (a token bucket)...
+    pub events_per_second: u32,
+    /// ...and how many may come at once.
+    pub events_burst: u32,
     pub max_message_bytes: usize,
     /// Longest text a single answer may carry.
     pub max_text_bytes: usize,
@@ -106,7 +125,19 @@ impl Default for Server {
             listen: "127.0.0.1:8765".parse().expect("valid literal address"),
             state_dir: None,
             log_level: LogLevel::Info,
+            // A proxy on the same host (nginx, Caddy) is the usual set-up.
+            trusted_proxies: vec![
+                "127.0.0.1".parse().expect("valid literal"),
+                "::1".parse().expect("valid literal"),
+            ],
         }
+    }
+}
+
+impl Server {
+    /// Whether `ip` is one of `server.trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 }
 
@@ -135,6 +166,15 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_sessions: 2000,
+            max_handshakes: 256,
+            max_handshakes_per_ip: 32,
+            max_sessions_per_ip: 100,
+            max_items: 2000,
+            max_transcript_bytes: 8 * 1024 * 1024,
+            // Audio in 20 ms chunks is 50 appends a second; twice that
+            // leaves room for everything else a live client sends.
+            events_per_second: 100,
+            events_burst: 200,
             max_message_bytes: 256 * 1024,
             max_text_bytes: 32 * 1024,
             max_invalid_events: 10,
@@ -266,8 +306,35 @@ impl Config {
         if self.assessment.command.iter().any(|a| a.contains('\0')) {
             return invalid("assessment.command", "arguments cannot contain NUL bytes");
         }
-        if self.limits.max_sessions == 0 {
-            return invalid("limits.max_sessions", "must be at least 1");
+        for (key, value) in [
+            ("limits.max_sessions", self.limits.max_sessions),
+            ("limits.max_handshakes", self.limits.max_handshakes),
+            (
+                "limits.max_handshakes_per_ip",
+                self.limits.max_handshakes_per_ip,
+            ),
+            (
+                "limits.max_sessions_per_ip",
+                self.limits.max_sessions_per_ip,
+            ),
+            ("limits.max_items", self.limits.max_items),
+            (
+                "limits.events_per_second",
+                self.limits.events_per_second as usize,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.limits.max_transcript_bytes < 4096 {
+            return invalid("limits.max_transcript_bytes", "must be at least 4096");
+        }
+        if self.limits.events_burst < self.limits.events_per_second.min(10) {
+            return invalid(
+                "limits.events_burst",
+                "must be at least limits.events_per_second (or 10)",
+            );
         }
         if self.limits.max_message_bytes < 1024 {
             return invalid("limits.max_message_bytes", "must be at least 1024");
@@ -296,6 +363,93 @@ impl Config {
     /// paths are left out while unset).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("configuration serializes")
+    }
+}
+
+/// An address block written as `ADDRESS` or `ADDRESS/BITS`, IPv4 or IPv6.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub bits: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix(u32::from(net) as u128, u32::from(ip) as u128, self.bits, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix(u128::from(net), u128::from(ip), self.bits, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a dual-stack listener
+/// reports IPv4 peers) as the IPv4 address it is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn prefix(net: u128, ip: u128, bits: u8, width: u8) -> bool {
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - bits;
+    (net >> shift) == (ip >> shift)
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let addr = canonical(addr);
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => width,
+            Some(b) => match b.trim().parse::<u8>() {
+                Ok(b) if b <= width => b,
+                _ => return Err(format!("`{s}`: the prefix length must be 0 to {width}")),
+            },
+        };
+        Ok(Cidr { addr, bits })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
     }
 }
 
@@ -413,9 +567,28 @@ mod tests {
     }
 
     #[test]
+    fn cidr_blocks_match_their_addresses() {
+        let net: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one: Cidr = "2001:db8::1".parse().unwrap();
+        assert!(one.contains("2001:db8::1".parse().unwrap()));
+        assert!(!one.contains("2001:db8::2".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("proxy".parse::<Cidr>().is_err());
+        let err = Config::parse("[server]\ntrusted_proxies = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
     fn effective_config_round_trips() {
         let c =
-            Config::parse("[limits]\nmax_sessions = 7\n[sessions]\nping_interval = \"250ms\"\n")
+            Config::parse("[limits]\nmax_sessions = 7\n[sessions]\nping_interval = \"250ms\"\n[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n")
                 .unwrap();
         let again = Config::parse(&c.to_toml()).unwrap();
         assert_eq!(c, again);

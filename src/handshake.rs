@@ -2,40 +2,69 @@
 //! to a WebSocket when it asks for `/v1/realtime`.
 //!
 //! We parse the request ourselves (with httparse) rather than let tungstenite
-//! do it, so that every refusal is a proper HTTP answer: 404 for another
-//! path, 426 for a plain GET, 503 when the daemon is full. This is also
-//! where health and metrics endpoints will be served.
+//! do it, so that every refusal is a proper HTTP answer: 400 for what is not
+//! a valid WebSocket request, 404 for another path, 426 for a plain GET, 429
+//! and 503 when the daemon will not take the session. This is also where
+//! health and metrics endpoints will be served.
+//!
+//! [`examine`] is a pure function of the bytes read so far, so that every
+//! input, however hostile, is decided without I/O (and property-tested):
+//! it needs more bytes, or it has an answer, or it is an upgrade.
+//! [`accept`] does the reading, at a minimum pace.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
+use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
+use smol::Timer;
+
+use crate::admission::{Refusal, Ticket};
+use crate::connection::Connection;
 
 /// The one endpoint.
 pub const REALTIME_PATH: &str = "/v1/realtime";
 
 /// Largest request head we read; browsers send well under 4 KiB.
-const MAX_REQUEST_HEAD: usize = 16 * 1024;
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// The subprotocol browsers offer to the Realtime API; echoed when offered,
 /// or the browser drops the connection.
 const REALTIME_SUBPROTOCOL: &str = "realtime";
 
-pub type Ws = WebSocketStream<TcpStream>;
+/// How long a new connection may take to start its request: a browser that
+/// opened the connection ahead of time (preconnect) sends within this, a
+/// slowloris client does not get to hold the slot for the whole
+/// `limits.handshake_timeout`.
+pub const HEAD_GRACE: Duration = Duration::from_secs(2);
+
+/// After the grace, the head must keep arriving at this many bytes per
+/// second. A real request head (a few hundred bytes) arrives in one packet;
+/// a client trickling a byte a second is cut within a second or two.
+pub const HEAD_MIN_RATE: u64 = 256;
+
+/// Seconds a refused client is told to wait (`Retry-After`).
+const RETRY_AFTER_SECS: u32 = 5;
+
+pub type Ws = WebSocketStream<Connection>;
 
 #[derive(Debug)]
 pub enum HandshakeError {
     Io(std::io::Error),
     /// The client closed before sending a whole request.
     Eof,
-    /// Not HTTP, or a head over the size limit; answered with 400 or 431.
-    BadRequest(&'static str),
-    /// Answered with this status and no upgrade.
-    Refused(u16),
+    /// The head did not arrive at [`HEAD_MIN_RATE`]; answered with 408.
+    TooSlow,
+    /// Answered with this status and no upgrade (a bad or unroutable
+    /// request).
+    Answered(u16),
+    /// A valid request the daemon would not take: 503 or 429.
+    Refused(Refusal),
 }
 
 impl fmt::Display for HandshakeError {
@@ -43,8 +72,12 @@ impl fmt::Display for HandshakeError {
         match self {
             HandshakeError::Io(e) => write!(f, "i/o error: {e}"),
             HandshakeError::Eof => f.write_str("client closed before the request was complete"),
-            HandshakeError::BadRequest(why) => write!(f, "bad request: {why}"),
-            HandshakeError::Refused(status) => write!(f, "refused with HTTP {status}"),
+            HandshakeError::TooSlow => write!(
+                f,
+                "request head arrived slower than {HEAD_MIN_RATE} bytes/s; answered 408"
+            ),
+            HandshakeError::Answered(status) => write!(f, "answered HTTP {status}"),
+            HandshakeError::Refused(r) => write!(f, "refused: {r}"),
         }
     }
 }
@@ -55,137 +88,286 @@ impl From<std::io::Error> for HandshakeError {
     }
 }
 
-/// Reads the request and upgrades it. `admit` is false when the daemon is
-/// at `limits.max_sessions`: the request is answered with 503.
-pub async fn accept(
-    mut stream: TcpStream,
-    admit: bool,
-    config: WebSocketConfig,
-) -> Result<Ws, HandshakeError> {
-    let (head_len, buf) = read_head(&mut stream).await?;
+/// A WebSocket upgrade request for [`REALTIME_PATH`], validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The query string, without `?`.
+    pub query: Option<String>,
+    pub key: String,
+    /// Whether the client offered the `realtime` subprotocol.
+    pub offers_realtime: bool,
+    /// Every `X-Forwarded-For` header, in order.
+    pub forwarded_for: Vec<String>,
+    /// The length of the head; the bytes after it are the first frames.
+    pub head_len: usize,
+}
+
+/// An HTTP answer that ends the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Examined {
+    /// The head is not complete yet.
+    NeedMore,
+    Answer(Answer),
+    Upgrade(Request),
+}
+
+fn answer(status: u16, body: impl Into<String>) -> Examined {
+    Examined::Answer(Answer {
+        status,
+        body: body.into(),
+    })
+}
+
+/// Decides what to do with the bytes read so far.
+pub fn examine(buf: &[u8]) -> Examined {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    if request.parse(&buf[..head_len]).is_err() {
-        return refuse(
-            &mut stream,
-            400,
-            "malformed HTTP request\n",
-            HandshakeError::BadRequest("malformed"),
-        )
-        .await;
+    let head_len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
+            return answer(431, "request head too large\n");
+        }
+        Ok(httparse::Status::Partial) => return Examined::NeedMore,
+        Err(httparse::Error::TooManyHeaders) => {
+            return answer(431, "too many request headers\n");
+        }
+        Err(e) => return answer(400, format!("malformed HTTP request: {e}\n")),
+    };
+    if head_len > MAX_REQUEST_HEAD {
+        return answer(431, "request head too large\n");
     }
-    let path = request.path.unwrap_or("");
-    let path = path.split('?').next().unwrap_or("");
+    let target = request.path.unwrap_or("");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (target, None),
+    };
+    // RFC 6455 4.1: an HTTP/1.1 GET with a Host header.
+    if request.version != Some(1) {
+        return answer(400, "HTTP/1.1 is required\n");
+    }
+    let headers: &[httparse::Header] = request.headers;
+    let all = |name: &'static str| header_values(headers, name);
+    let header = |name: &'static str| all(name).next();
+    if header("host").is_none_or(|h| h.trim().is_empty()) {
+        return answer(400, "missing Host header\n");
+    }
     if path != REALTIME_PATH {
-        let body = format!("no such endpoint; interviews are served at {REALTIME_PATH}\n");
-        return refuse(&mut stream, 404, &body, HandshakeError::Refused(404)).await;
+        return answer(
+            404,
+            format!("no such endpoint; interviews are served at {REALTIME_PATH}\n"),
+        );
     }
     if request.method != Some("GET") {
-        return refuse(
-            &mut stream,
-            405,
-            "use GET with a WebSocket upgrade\n",
-            HandshakeError::Refused(405),
-        )
-        .await;
+        return answer(405, "use GET with a WebSocket upgrade\n");
     }
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
-    let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let connection = header("connection").is_some_and(|v| {
+    let upgrade = header("upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let connection = all("connection").any(|v| {
         v.split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     });
-    let version_ok = header("sec-websocket-version") == Some("13");
-    let (Some(key), true, true, true) =
-        (header("sec-websocket-key"), upgrade, connection, version_ok)
-    else {
-        let body = "this endpoint speaks WebSocket (version 13) only\n";
-        return refuse(&mut stream, 426, body, HandshakeError::Refused(426)).await;
-    };
-    if !admit {
-        let body = "the interview service is at capacity; try again shortly\n";
-        return refuse(&mut stream, 503, body, HandshakeError::Refused(503)).await;
+    let version_ok = header("sec-websocket-version").map(str::trim) == Some("13");
+    if !(upgrade && connection && version_ok) {
+        return answer(426, "this endpoint speaks WebSocket (version 13) only\n");
     }
-    let offered = header("sec-websocket-protocol")
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == REALTIME_SUBPROTOCOL));
-    let subprotocol = if offered {
+    let key = match header("sec-websocket-key").map(str::trim) {
+        Some(key) if valid_key(key) => key.to_owned(),
+        _ => return answer(400, "Sec-WebSocket-Key must be 16 bytes in base64\n"),
+    };
+    let offers_realtime = all("sec-websocket-protocol")
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == REALTIME_SUBPROTOCOL);
+    Examined::Upgrade(Request {
+        query,
+        key,
+        offers_realtime,
+        forwarded_for: all("x-forwarded-for").map(str::to_owned).collect(),
+        head_len,
+    })
+}
+
+/// Every value of the header `name` that is UTF-8.
+fn header_values<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'static str,
+) -> impl Iterator<Item = &'a str> {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+}
+
+/// RFC 6455 4.1: the key is 16 bytes, base64-encoded (24 characters, the
+/// last two `=`).
+fn valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+/// Reads the request and upgrades it. `admit` decides, once the request is
+/// read, whether the daemon takes the session: its ticket is the session's
+/// slot.
+pub async fn accept(
+    mut stream: TcpStream,
+    config: WebSocketConfig,
+    admit: impl FnOnce(&Request) -> Result<Ticket, Refusal>,
+) -> Result<(Ws, Request, Ticket), HandshakeError> {
+    let (request, buf) = match read_head(&mut stream).await? {
+        (Examined::Upgrade(request), buf) => (request, buf),
+        (Examined::Answer(a), _) => {
+            write_response(&mut stream, a.status, &a.body).await?;
+            return Err(HandshakeError::Answered(a.status));
+        }
+        (Examined::NeedMore, _) => unreachable!("read_head returns a decision"),
+    };
+    let ticket = match admit(&request) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            let (status, body) = match refusal {
+                Refusal::SessionsPerIp => (429, "too many interviews from your address\n"),
+                _ => (
+                    503,
+                    "the interview service is at capacity; try again shortly\n",
+                ),
+            };
+            write_response(&mut stream, status, body).await?;
+            return Err(HandshakeError::Refused(refusal));
+        }
+    };
+    let subprotocol = if request.offers_realtime {
         format!("Sec-WebSocket-Protocol: {REALTIME_SUBPROTOCOL}\r\n")
     } else {
         String::new()
     };
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{subprotocol}\r\n",
-        derive_accept_key(key.as_bytes())
+        derive_accept_key(request.key.as_bytes())
     );
     stream.write_all(response.as_bytes()).await?;
     stream.flush().await?;
     // Bytes the client sent after its request (a pipelined first frame) are
     // handed to the WebSocket rather than lost.
-    let rest = buf[head_len..].to_vec();
-    Ok(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await)
+    let connection = Connection::new(stream, &buf[request.head_len..])?;
+    let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
+    Ok((ws, request, ticket))
 }
 
-/// Reads until the end of the request head; returns its length and all
-/// bytes read so far.
-async fn read_head(stream: &mut TcpStream) -> Result<(usize, Vec<u8>), HandshakeError> {
+/// Reads until [`examine`] has a decision, at [`HEAD_MIN_RATE`].
+async fn read_head(stream: &mut TcpStream) -> Result<(Examined, Vec<u8>), HandshakeError> {
+    let started = Instant::now();
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.read(&mut chunk).await?;
+        let due =
+            started + HEAD_GRACE + Duration::from_millis(buf.len() as u64 * 1000 / HEAD_MIN_RATE);
+        let read = async { Some(stream.read(&mut chunk).await) }
+            .or(async {
+                Timer::at(due).await;
+                None
+            })
+            .await;
+        let n = match read {
+            Some(read) => read?,
+            None => {
+                let _ = write_response(stream, 408, "request head too slow\n").await;
+                return Err(HandshakeError::TooSlow);
+            }
+        };
         if n == 0 {
             return Err(HandshakeError::Eof);
         }
-        let searched_from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf[searched_from..]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-        {
-            return Ok((searched_from + pos + 4, buf));
-        }
-        if buf.len() > MAX_REQUEST_HEAD {
-            let why = "request head too large";
-            let _ = write_response(stream, 431, "request head too large\n").await;
-            return Err(HandshakeError::BadRequest(why));
+        match examine(&buf) {
+            Examined::NeedMore => continue,
+            decided => return Ok((decided, buf)),
         }
     }
 }
 
-async fn refuse(
-    stream: &mut TcpStream,
-    status: u16,
-    body: &str,
-    error: HandshakeError,
-) -> Result<Ws, HandshakeError> {
-    write_response(stream, status, body).await?;
-    Err(error)
+/// The reason phrase and extra headers of a status we answer with.
+fn status_line(status: u16) -> (&'static str, String) {
+    match status {
+        400 => ("Bad Request", String::new()),
+        404 => ("Not Found", String::new()),
+        405 => ("Method Not Allowed", "Allow: GET\r\n".into()),
+        408 => ("Request Timeout", String::new()),
+        426 => (
+            "Upgrade Required",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n".into(),
+        ),
+        429 => (
+            "Too Many Requests",
+            format!("Retry-After: {RETRY_AFTER_SECS}\r\n"),
+        ),
+        431 => ("Request Header Fields Too Large", String::new()),
+        503 => (
+            "Service Unavailable",
+            format!("Retry-After: {RETRY_AFTER_SECS}\r\n"),
+        ),
+        _ => ("Error", String::new()),
+    }
+}
+
+/// A whole HTTP response that closes the connection.
+pub fn response(status: u16, body: &str) -> String {
+    let (reason, extra) = status_line(status);
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    )
 }
 
 async fn write_response(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    let reason = match status {
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let extra = match status {
-        426 => "Upgrade: websocket\r\n",
-        503 => "Retry-After: 5\r\n",
-        _ => "",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(response(status, body).as_bytes()).await?;
     stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "GET /v1/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    fn status(head: &str) -> Option<u16> {
+        match examine(head.as_bytes()) {
+            Examined::Answer(a) => Some(a.status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_valid_upgrade_is_accepted_with_crlf_or_bare_lf() {
+        assert!(matches!(examine(GOOD.as_bytes()), Examined::Upgrade(_)));
+        let lf = GOOD.replace("\r\n", "\n");
+        assert!(matches!(examine(lf.as_bytes()), Examined::Upgrade(_)));
+        assert_eq!(examine(&GOOD.as_bytes()[..30]), Examined::NeedMore);
+    }
+
+    #[test]
+    fn rfc_6455_requirements_are_enforced() {
+        assert_eq!(status(&GOOD.replace("HTTP/1.1", "HTTP/1.0")), Some(400));
+        assert_eq!(status(&GOOD.replace("Host: x\r\n", "")), Some(400));
+        assert_eq!(
+            status(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short")),
+            Some(400)
+        );
+        assert_eq!(
+            status(&GOOD.replace("Upgrade: websocket\r\n", "")),
+            Some(426)
+        );
+        assert_eq!(status(&GOOD.replace("/v1/realtime", "/")), Some(404));
+        assert_eq!(status(&GOOD.replace("GET", "POST")), Some(405));
+        assert_eq!(status("\x16\x03\x01\x02\x00\x01\x00"), Some(400));
+        assert!(response(426, "").contains("Sec-WebSocket-Version: 13\r\n"));
+        assert!(response(429, "").contains("Retry-After: "));
+    }
 }

@@ -235,7 +235,12 @@ fn commit(
             }
         });
         if let Err(e) = written {
-            log::error!("journal {}: {e}", op.session);
+            crate::log_limited!(
+                log::Level::Error,
+                "journal write failed",
+                "journal {}: {e}",
+                op.session
+            );
             files.remove(&op.session);
             failed.insert(op.session.clone(), e.to_string());
         }
@@ -300,6 +305,13 @@ fn write_line(
             // line; cut it off so that a later line cannot follow it and
             // the transcript stays readable to its end.
             let _ = open.file.set_len(open.len);
+            if open.len == 0 {
+                // Not even the header made it: the session is refused, and
+                // an empty file would only litter the directory (one per
+                // refused connection while the disk is full).
+                files.remove(&op.session);
+                let _ = std::fs::remove_file(dir.join(format!("{}.jsonl", op.session)));
+            }
             Err(e)
         }
     }

@@ -10,9 +10,13 @@
 //! - [`server`]: the central loop; owns the session table and selects over
 //!   signals, the listener, session events, finished threads, the sweeper.
 //! - [`accept`]: backing off and logging when accept() runs out of descriptors.
+//! - [`admission`]: handshake and session slots, in all and per address.
+//! - [`budget`]: how much work a task does before it yields (fairness).
 //! - [`session`]: one interview, a future owned through its `Task`; dropping
 //!   the task cancels it.
 //! - [`handshake`]: HTTP request parsing and the WebSocket upgrade.
+//! - [`connection`]: the client socket as the WebSocket layer reads it,
+//!   one frame at a time, so that grown buffers can be shrunk.
 //! - [`protocol`]: Realtime GA server events and client event parsing.
 //! - [`interviewer`]: interviewer engines (the scripted one).
 //! - [`assessor`], [`rubric`]: assessor engines (rubric, command).
@@ -24,14 +28,18 @@
 //! - [`config`], [`script`]: the configuration file and interview scripts.
 //! - [`client`]: the terminal client.
 //! - [`exit`]: exit statuses.
+//! - [`ratelog`]: rate-limited logging for lines an outsider can trigger.
 //!
 //! docs/architecture.md tells the same story at more length.
 
 pub mod accept;
+pub mod admission;
 pub mod assessor;
+pub mod budget;
 pub mod children;
 pub mod client;
 pub mod config;
+pub mod connection;
 pub mod exit;
 pub mod fsutil;
 pub mod handshake;
@@ -40,6 +48,7 @@ pub mod interviewer;
 pub mod journal;
 pub mod logger;
 pub mod protocol;
+pub mod ratelog;
 pub mod recovery;
 pub mod rlimit;
 pub mod rubric;

@@ -166,6 +166,19 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         Ok((_, new)) => log::info!("open-file limit is {new}"),
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
+    if let Some(nofile) = rlimit::nofile() {
+        rlimit::warn_if_short(&config.limits, nofile);
+    }
+    // glibc raises its mmap threshold to the largest block freed, after
+    // which large blocks (a 256 KiB client frame, a report) come from the
+    // heap and their pages stay with the process after they are freed.
+    // A fixed threshold keeps large blocks in their own mappings, returned
+    // to the system as soon as they are freed.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes an allocator setting.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 
     let workers = Rc::new(RefCell::new(Workers::default()));
     let children = ChildGroups::default();
@@ -195,6 +208,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         children,
         reports_dir: Rc::new(reports_dir),
         signal_thread,
+        admission: Default::default(),
     };
     log::info!(
         "interviewd {} state in {}, transcripts in {}",

@@ -8,6 +8,7 @@
 use serde_json::{json, Value};
 
 use crate::ids::Counter;
+use crate::script::word_count;
 
 /// The model name reported in `session.created`; the scripted interviewer
 /// is not a model, and says so.
@@ -493,8 +494,8 @@ fn parse_item_create(
             ));
         }
     }
-    if text.trim().is_empty() {
-        let msg = "the message has no text";
+    if word_count(&text) == 0 {
+        let msg = "the message has no words";
         return Err(ProtocolError::invalid(
             "empty_message",
             msg,

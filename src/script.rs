@@ -44,6 +44,13 @@ pub struct Question {
 
 /// The words of a text, lowercased: runs of letters and digits. Both the
 /// follow-up rule (`min_words`) and the rubric count words this way.
+/// How many words `text` has, as [`words`] splits them, without allocating.
+pub fn word_count(text: &str) -> usize {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .count()
+}
+
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())

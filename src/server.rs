@@ -16,10 +16,13 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Task, Timer};
 
 use crate::accept;
+use crate::admission::{Admission, Refusal};
 use crate::children::ChildGroups;
 use crate::config::Config;
 use crate::ids;
 use crate::journal::{EndReason, Journal};
+use crate::log_limited;
+use crate::ratelog;
 use crate::script::Script;
 use crate::session::{self, Control, Env, Event, Phase, Shared};
 use crate::shutdown::{self, Shutdown};
@@ -34,9 +37,6 @@ pub struct Entry {
     pub control: async_channel::Sender<Control>,
     /// Phase and activity, read by the sweeper and the shutdown log.
     pub shared: Rc<Shared>,
-    /// False for connections being refused with 503; they do not count
-    /// towards `limits.max_sessions`.
-    pub admitted: bool,
 }
 
 pub type Table = BTreeMap<u64, Entry>;
@@ -75,7 +75,14 @@ pub struct Daemon {
     pub children: ChildGroups,
     pub reports_dir: Rc<PathBuf>,
     pub signal_thread: SignalThread,
+    /// Handshake and session slots; tickets held by sessions give theirs
+    /// back when the sessions are dropped.
+    pub admission: Rc<RefCell<Admission>>,
 }
+
+/// Wake-ups the loop handles before it gives the executor back, so that a
+/// burst of connections or session events cannot starve the sessions.
+const LOOP_BUDGET: u32 = 64;
 
 enum Wake {
     Signal(Option<Signal>),
@@ -84,6 +91,7 @@ enum Wake {
     Session(Event),
     WorkerDone(u64),
     Sweep,
+    FlushLog,
 }
 
 /// Serves until a terminating signal, then runs the shutdown sequence and
@@ -101,13 +109,30 @@ pub async fn run(
     let mut next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
     let mut accept_backoff = accept::Backoff::default();
     let mut signals_alive = true;
+    let mut turns = 0u32;
+    // Signals first, then the listener: a busy table must not delay a
+    // shutdown or a new connection.
     let trigger = loop {
+        turns += 1;
+        if turns >= LOOP_BUDGET {
+            turns = 0;
+            smol::future::yield_now().await;
+        }
         let wake = async {
             if !signals_alive {
                 return std::future::pending().await;
             }
             Wake::Signal(signals.recv().await.ok())
         }
+        .or(async {
+            match accept_backoff.paused_until() {
+                Some(until) => {
+                    Timer::at(until).await;
+                    Wake::AcceptResume
+                }
+                None => Wake::Accepted(listener.accept().await),
+            }
+        })
         .or(async { Wake::Session(events.recv().await.expect("the loop holds a sender")) })
         .or(async {
             Wake::WorkerDone(
@@ -122,17 +147,17 @@ pub async fn run(
             Wake::Sweep
         })
         .or(async {
-            match accept_backoff.paused_until() {
-                Some(until) => {
-                    Timer::at(until).await;
-                    Wake::AcceptResume
-                }
-                None => Wake::Accepted(listener.accept().await),
-            }
+            match ratelog::next_flush() {
+                Some(at) => Timer::at(at).await,
+                // Re-checked at the next wake; lines held back meanwhile
+                // are flushed by then or counted in the next line.
+                None => std::future::pending::<Instant>().await,
+            };
+            Wake::FlushLog
         })
         .await;
         match wake {
-            Wake::Signal(Some(Signal::Terminate(name))) => break name,
+            Wake::Signal(Some(Signal::Terminate(name, at))) => break (name, at),
             Wake::Signal(Some(Signal::Reload)) => reload(&mut daemon),
             Wake::Signal(None) => {
                 log::error!("the signal thread has stopped; signals are no longer handled");
@@ -140,13 +165,24 @@ pub async fn run(
             }
             Wake::Accepted(Ok((stream, peer))) => {
                 accept_backoff.log_success();
-                let _ = stream.set_nodelay(true);
-                let admitted = table.values().filter(|e| e.admitted).count()
-                    < daemon.config.limits.max_sessions;
-                let key = next_key;
-                next_key += 1;
-                let entry = spawn_session(ex, &daemon, &events_tx, key, stream, peer, admitted);
-                table.insert(key, entry);
+                let exempt = daemon.config.server.is_trusted(peer.ip());
+                let ticket = Admission::handshake(
+                    &daemon.admission,
+                    peer.ip(),
+                    exempt,
+                    &daemon.config.limits,
+                );
+                match ticket {
+                    Ok(ticket) => {
+                        let _ = stream.set_nodelay(true);
+                        let key = next_key;
+                        next_key += 1;
+                        let entry =
+                            spawn_session(ex, &daemon, &events_tx, key, stream, peer, ticket);
+                        table.insert(key, entry);
+                    }
+                    Err(refusal) => refuse_at_once(stream, peer, refusal),
+                }
             }
             Wake::Accepted(Err(e)) => {
                 if accept::is_resource_exhaustion(&e) {
@@ -164,10 +200,12 @@ pub async fn run(
                 sweep(&mut table, &daemon.config);
                 next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
             }
+            Wake::FlushLog => ratelog::flush(),
         }
     };
     let sequence = Shutdown {
-        trigger,
+        trigger: trigger.0,
+        received: trigger.1,
         config: daemon.config.clone(),
         journal: daemon.journal.clone(),
         workers: daemon.workers.clone(),
@@ -177,6 +215,31 @@ pub async fn run(
     shutdown::run(sequence, listener, table).await
 }
 
+/// A connection over a handshake limit is closed at once: holding it, even
+/// to read its request, is what a slowloris wants. Over the per-address
+/// limit it is first told 429, if the socket takes the answer at once.
+fn refuse_at_once(stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
+    if refusal == Refusal::HandshakesPerIp {
+        use std::os::fd::AsRawFd;
+        let answer = crate::handshake::response(429, "too many connections from your address\n");
+        // SAFETY: the descriptor is open (we own `stream`) and the buffer
+        // outlives the call. MSG_DONTWAIT: never block the loop.
+        unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                answer.as_ptr().cast(),
+                answer.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    }
+    log_limited!(
+        log::Level::Warn,
+        "refused",
+        "closed a connection from {peer} at once: {refusal}"
+    );
+}
+
 fn spawn_session(
     ex: &LocalExecutor<'_>,
     daemon: &Daemon,
@@ -184,7 +247,7 @@ fn spawn_session(
     key: u64,
     stream: TcpStream,
     peer: SocketAddr,
-    admitted: bool,
+    handshake: crate::admission::Ticket,
 ) -> Entry {
     let shared = Rc::new(Shared::new(ids::session_id()));
     let (control, control_rx) = async_channel::bounded(1);
@@ -196,6 +259,7 @@ fn spawn_session(
         children: daemon.children.clone(),
         reports_dir: daemon.reports_dir.clone(),
         events: events.clone(),
+        admission: daemon.admission.clone(),
     };
     let task = ex.spawn(session::run(
         key,
@@ -203,14 +267,13 @@ fn spawn_session(
         env,
         stream,
         peer,
-        admitted,
+        handshake,
         control_rx,
     ));
     Entry {
         task,
         control,
         shared,
-        admitted,
     }
 }
 
@@ -280,6 +343,9 @@ fn reload(daemon: &mut Daemon) {
         changed.push("interview script contents".into());
     }
     log::set_max_level(config.server.log_level.filter());
+    if let Some(nofile) = crate::rlimit::nofile() {
+        crate::rlimit::warn_if_short(&config.limits, nofile);
+    }
     daemon.config = Rc::new(config);
     daemon.script = Arc::new(script);
     if changed.is_empty() {

@@ -64,6 +64,9 @@ impl fmt::Display for Step {
 /// What the sequence needs besides the listener and the table.
 pub struct Shutdown {
     pub trigger: &'static str,
+    /// When the signal arrived (on the signal thread): the deadline and the
+    /// reported total count from here, not from when the loop heard it.
+    pub received: Instant,
     pub config: Rc<Config>,
     pub journal: Journal,
     pub workers: Rc<RefCell<Workers>>,
@@ -80,11 +83,12 @@ fn done(step: Step, started: Instant, detail: impl fmt::Display) {
 
 /// Runs the whole sequence and returns the exit status.
 pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
-    let began = Instant::now();
+    let began = s.received;
     let deadline = began + s.config.shutdown.deadline.0;
     log::info!(
-        "received {}: shutting down (deadline {})",
+        "received {} {} ms ago: shutting down (deadline {})",
         s.trigger,
+        began.elapsed().as_millis(),
         humantime::format_duration(s.config.shutdown.deadline.0)
     );
 
@@ -185,7 +189,7 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
 /// "3 live sessions: 2 interview, 1 assessing".
 fn phase_counts(table: &Table) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for entry in table.values().filter(|e| e.admitted) {
+    for entry in table.values() {
         *counts.entry(entry.shared.phase.get().as_str()).or_default() += 1;
     }
     let total: usize = counts.values().sum();

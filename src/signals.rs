@@ -5,6 +5,8 @@
 //! waiting on a stuck thread, and the operator's second Ctrl+C must work even
 //! then. This thread kills the assessment process groups and exits at once.
 
+use std::time::Instant;
+
 use async_channel::{Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
@@ -15,8 +17,10 @@ use crate::workers::{WorkerKind, Workers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// SIGINT or SIGTERM: begin the shutdown sequence.
-    Terminate(&'static str),
+    /// SIGINT or SIGTERM, and when it arrived: begin the shutdown sequence.
+    /// The arrival time is logged here, on the signal thread, so that the
+    /// log shows it even if the loop is slow to hear it.
+    Terminate(&'static str, Instant),
     /// SIGHUP: re-read the configuration.
     Reload,
 }
@@ -62,7 +66,8 @@ fn forward(signals: &mut Signals, tx: &Sender<Signal>, children: &ChildGroups) {
             force_exit(name, children);
         }
         terminating = true;
-        let _ = tx.try_send(Signal::Terminate(name));
+        log::info!("{name} received");
+        let _ = tx.try_send(Signal::Terminate(name, Instant::now()));
     }
 }
 

@@ -509,8 +509,12 @@ enum Leave {
 /// stops reading is let go quickly.
 const SEND_TIMEOUT: &str = "300ms";
 
+/// The clients here flood requests without reading: the rate limit is
+/// lifted so that the send timeout, not the rate limit, ends them.
 fn send_timeout_config() -> String {
-    format!("[limits]\nsend_timeout = \"{SEND_TIMEOUT}\"\n")
+    format!(
+        "[limits]\nsend_timeout = \"{SEND_TIMEOUT}\"\nevents_per_second = 1000000\nevents_burst = 1000000\n"
+    )
 }
 
 /// Makes the client leave; returns it when it is still connected (it must

@@ -309,7 +309,7 @@ fn half_sent_http_request_does_not_delay_shutdown() {
 /// shutdown: exit 0 promptly, its session ends "shutdown", a reader gets 1012.
 #[test]
 fn client_that_never_reads_does_not_delay_shutdown() {
-    let mut daemon = Daemon::start("");
+    let mut daemon = Daemon::start(&format!("[limits]\n{UNLIMITED_RATE}"));
     let mut reader = Client::connect(&daemon.url());
 
     let (stuck, stuck_id) = never_reading_client(&daemon);
@@ -376,8 +376,10 @@ fn second_sigterm_while_a_thread_is_stuck_exits_4_at_once() {
 #[test]
 fn second_signal_during_close_grace_kills_child_groups_and_exits_4() {
     let sandbox = Sandbox::new();
-    let extra = "[shutdown]\nclose_grace = \"20s\"\ndeadline = \"30s\"\n";
-    let mut daemon = Daemon::start(&command_assessor_config(&sandbox.stubborn(), extra));
+    let extra = format!(
+        "[shutdown]\nclose_grace = \"20s\"\ndeadline = \"30s\"\n[limits]\n{UNLIMITED_RATE}"
+    );
+    let mut daemon = Daemon::start(&command_assessor_config(&sandbox.stubborn(), &extra));
     let (mut client, acked) = into_assessment(&daemon, "grace");
     let pid = sandbox.wait_pids(1)[0];
     wait_until("the stubborn sleep to start", || {
@@ -825,6 +827,11 @@ fn wait_for_none(mut found: impl FnMut() -> Vec<i32>) -> Vec<i32> {
 /// until its writes back up: the server, blocked writing responses nobody
 /// reads, has stopped reading. Returns the socket (keep it open) and the
 /// session id.
+/// Lifts the client rate limit (keys of `[limits]`), for tests whose client
+/// floods on purpose to fill its socket: the send timeout, not the rate
+/// limit, is under test.
+const UNLIMITED_RATE: &str = "events_per_second = 100000000\nevents_burst = 100000000\n";
+
 fn never_reading_client(daemon: &Daemon) -> (WebSocket<TcpStream>, String) {
     let stream = connect_with_small_buffers(daemon.addr, 4096);
     let (mut stuck, _) = tungstenite::client(daemon.url(), stream).expect("handshake");

@@ -21,14 +21,9 @@ impl Session {
         self.send(protocol::assessment_started(&self.shared.id))
             .await;
         let answers: Vec<(String, String)> = self
-            .answered
-            .iter()
-            .filter_map(|(id, q)| {
-                self.items
-                    .iter()
-                    .find(|i| i.id == *id)
-                    .map(|i| (q.clone(), i.text.clone()))
-            })
+            .items
+            .answers()
+            .map(|(q, text)| (q.to_owned(), text.to_owned()))
             .collect();
         let transcript = json!({
             "session_id": &*self.shared.id,

@@ -7,11 +7,16 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use serde_json::{json, Value};
 
+use super::rate::Verdict;
 use super::{EndReason, Finish, Flow, JournalState, Session};
 use crate::interviewer::{EngineError, Turn};
 use crate::journal::{now_rfc3339, JournalError};
+use crate::log_limited;
 use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role};
-use crate::script::words;
+
+/// What a transcript line costs besides its text (ids, keys, timestamp),
+/// counted against `limits.max_transcript_bytes`.
+const RECORD_OVERHEAD: u64 = 160;
 
 impl Session {
     /// Opens the journal, then greets the candidate.
@@ -85,8 +90,31 @@ impl Session {
     }
 
     pub(super) async fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Flow {
-        if matches!(frame, Some(Ok(_))) {
-            self.shared.last_activity.set(Instant::now());
+        if let Some(Ok(message)) = &frame {
+            let now = Instant::now();
+            self.shared.last_activity.set(now);
+            if !message.is_close() {
+                match self.rate.check(now) {
+                    Verdict::Accept => {}
+                    Verdict::Refuse { tell } => return self.rate_limited(tell).await,
+                    Verdict::Close => {
+                        let detail = format!(
+                            "over limits.events_per_second ({}) for {} s",
+                            self.env.config.limits.events_per_second,
+                            super::rate::STRIKES
+                        );
+                        log_limited!(
+                            log::Level::Info,
+                            "rate limit",
+                            "session {}: closed: {detail}",
+                            self.shared.id
+                        );
+                        return self
+                            .violation(detail, CloseCode::Policy, "rate limit exceeded")
+                            .await;
+                    }
+                }
+            }
         }
         match frame {
             Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
@@ -97,6 +125,17 @@ impl Session {
                     None,
                 );
                 self.refuse(e, None).await
+            }
+            // tungstenite hands on an invalid close code (999, 1005, 5000) as
+            // 1002 and has already answered with 1002: a protocol violation.
+            Some(Ok(Message::Close(Some(frame)))) if frame.code == CloseCode::Protocol => {
+                self.drop_client().await;
+                let why = "client closed with a protocol error (1002 or an invalid close code)";
+                self.record_client_gone(why);
+                if self.assessing.is_some() {
+                    return Ok(());
+                }
+                Err(Finish::quietly(EndReason::Error, why.to_owned()))
             }
             Some(Ok(Message::Close(_))) | None => {
                 self.client_gone("client closed the connection").await
@@ -136,6 +175,24 @@ impl Session {
             return Ok(());
         }
         Err(Finish::quietly(EndReason::ClientClosed, why.to_owned()))
+    }
+
+    /// A frame over the client's rate was dropped; say so at most once a
+    /// second.
+    async fn rate_limited(&mut self, tell: bool) -> Flow {
+        if tell {
+            let limits = &self.env.config.limits;
+            let e = ProtocolError::invalid(
+                "rate_limited",
+                format!(
+                    "too many events: at most {} a second (bursts of {}); events over the rate are dropped",
+                    limits.events_per_second, limits.events_burst
+                ),
+                None,
+            );
+            self.send(protocol::error(&e, None)).await;
+        }
+        Ok(())
     }
 
     pub(super) async fn on_text(&mut self, text: &str) -> Flow {
@@ -194,6 +251,17 @@ impl Session {
                 );
                 self.report(e, event_id).await
             }
+            ClientEvent::CreateItem { .. } | ClientEvent::CreateResponse if self.is_full() => {
+                let e = ProtocolError::invalid(
+                    "conversation_full",
+                    format!(
+                        "the conversation has reached limits.max_items ({} items); send interview.finish",
+                        self.env.config.limits.max_items
+                    ),
+                    None,
+                );
+                self.report(e, event_id).await
+            }
             ClientEvent::CreateItem { text } => self.add_answer(text, event_id).await,
             ClientEvent::CreateResponse => {
                 let words = self.words_for_current_question();
@@ -212,16 +280,14 @@ impl Session {
                 );
                 self.report(e, event_id).await
             }
-            ClientEvent::RetrieveItem { item_id } => {
-                match self.items.iter().find(|i| i.id == item_id) {
-                    Some(item) => {
-                        let event = protocol::item_retrieved(item);
-                        self.send(event).await;
-                        Ok(())
-                    }
-                    None => self.report(item_not_found(&item_id), event_id).await,
+            ClientEvent::RetrieveItem { item_id } => match self.items.get(&item_id) {
+                Some(item) => {
+                    let event = protocol::item_retrieved(item);
+                    self.send(event).await;
+                    Ok(())
                 }
-            }
+                None => self.report(item_not_found(&item_id), event_id).await,
+            },
             ClientEvent::DeleteItem { item_id } => self.delete_item(item_id, event_id).await,
         }
     }
@@ -233,6 +299,18 @@ impl Session {
             .current_question()
             .unwrap_or_default()
             .to_owned();
+        let cost = text.len() as u64 + RECORD_OVERHEAD;
+        if self.transcript_bytes + cost > self.env.config.limits.max_transcript_bytes {
+            let e = ProtocolError::invalid(
+                "transcript_full",
+                format!(
+                    "the transcript has reached limits.max_transcript_bytes ({} bytes); send interview.finish",
+                    self.env.config.limits.max_transcript_bytes
+                ),
+                None,
+            );
+            return self.report(e, event_id).await;
+        }
         let item = Item {
             id: self.ids.next("item"),
             role: Role::User,
@@ -249,20 +327,20 @@ impl Session {
             );
             return self.report(error, event_id).await;
         }
-        let previous = self.items.last().map(|i| i.id.clone());
+        self.transcript_bytes += cost;
+        let previous = self.items.last_id().map(str::to_owned);
         for event in protocol::user_item_added(&item, previous.as_deref()) {
             self.send(event).await;
         }
-        self.answered.push((item.id.clone(), question));
-        self.items.push(item);
+        self.items.push(item, Some(question));
         Ok(())
     }
 
     pub(super) async fn delete_item(&mut self, item_id: String, event_id: Option<&str>) -> Flow {
-        let Some(pos) = self.items.iter().position(|i| i.id == item_id) else {
+        let Some(item) = self.items.get(&item_id) else {
             return self.report(item_not_found(&item_id), event_id).await;
         };
-        if self.items[pos].role != Role::User {
+        if item.role != Role::User {
             let e = ProtocolError::invalid(
                 "invalid_value",
                 "only the candidate's own items can be deleted",
@@ -278,36 +356,45 @@ impl Session {
             );
             return self.report(error, event_id).await;
         }
-        self.items.remove(pos);
-        self.answered.retain(|(id, _)| *id != item_id);
+        self.items.remove(&item_id);
         self.send(protocol::item_deleted(&item_id)).await;
         Ok(())
     }
 
     /// Appends a record and waits until it is on disk. A failure is logged
     /// as `session ID: {failed}: ERROR` and returned, for the client.
-    async fn record_durably(&self, record: Value, failed: &str) -> Result<(), JournalError> {
+    async fn record_durably(
+        &self,
+        record: Value,
+        failed: &'static str,
+    ) -> Result<(), JournalError> {
         let result = self
             .env
             .journal
             .append_durable(&self.shared.id, record)
             .await;
         if let Err(e) = &result {
-            log::error!("session {}: {failed}: {e}", self.shared.id);
+            // A full disk fails every session at once: one line per kind
+            // per interval, not one per session.
+            log_limited!(
+                log::Level::Error,
+                failed,
+                "session {}: {failed}: {e}",
+                self.shared.id
+            );
         }
         result
     }
 
     pub(super) fn words_for_current_question(&self) -> usize {
-        let Some(current) = self.interviewer.current_question() else {
-            return 0;
-        };
-        self.answered
-            .iter()
-            .filter(|(_, q)| q == current)
-            .filter_map(|(id, _)| self.items.iter().find(|i| i.id == *id))
-            .map(|i| words(&i.text).count())
-            .sum()
+        self.interviewer
+            .current_question()
+            .map_or(0, |q| self.items.words_for(q))
+    }
+
+    /// At `limits.max_items`: no more answers or turns.
+    fn is_full(&self) -> bool {
+        self.items.len() >= self.env.config.limits.max_items
     }
 
     /// Sends an interviewer turn as a complete text response; after the
@@ -326,7 +413,8 @@ impl Session {
             &self.shared.id,
             json!({"kind": "item", "item_id": item.id, "role": "assistant", "text": item.text, "at": now_rfc3339()}),
         );
-        let previous = self.items.last().map(|i| i.id.clone());
+        self.transcript_bytes += item.text.len() as u64 + RECORD_OVERHEAD;
+        let previous = self.items.last_id().map(str::to_owned);
         let response_id = self.ids.next("resp");
         let events = protocol::text_response(
             &response_id,
@@ -334,7 +422,7 @@ impl Session {
             &item,
             previous.as_deref(),
         );
-        self.items.push(item);
+        self.items.push(item, None);
         self.send_all(events).await;
         if closing {
             self.start_assessment().await

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -12,6 +12,7 @@ use smol::future::FutureExt;
 use smol::Timer;
 
 use super::{Assessing, Control, Lost, Session, Wake, CLOSE_REPLY_TIMEOUT};
+use crate::budget::Budget;
 use crate::handshake::Ws;
 use crate::journal::{now_rfc3339, EndReason};
 use crate::protocol::Stamp;
@@ -54,6 +55,29 @@ impl Session {
                 })
                 .await;
         }
+    }
+
+    /// Swaps the WebSocket's buffers, grown by a large message, for fresh
+    /// small ones. Safe only between frames (see `connection`): then
+    /// tungstenite holds no unread byte, and after the flush nothing unsent.
+    pub(super) async fn shrink_buffers(&mut self) {
+        let timeout = self.send_timeout();
+        let Some(ws) = &mut self.ws else {
+            return;
+        };
+        if !ws.get_ref().at_frame_boundary() {
+            return;
+        }
+        if let Err(lost) = bounded(ws.flush(), timeout).await {
+            self.lose_client(lost);
+            return;
+        }
+        let Some(ws) = self.ws.take() else {
+            return;
+        };
+        let config = *ws.get_config();
+        let connection = ws.into_inner();
+        self.ws = Some(Ws::from_raw_socket(connection, Role::Server, Some(config)).await);
     }
 
     /// How long one write to the client may take (`limits.send_timeout`).
@@ -107,7 +131,14 @@ impl Session {
         if bounded(ws.close(Some(frame)), timeout).await.is_err() {
             return;
         }
-        let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+        // A client that keeps sending must not keep this loop (and so the
+        // executor) busy past the timeout: it spends a budget too.
+        let drain = async {
+            let mut budget = Budget::default();
+            while let Some(Ok(m)) = ws.next().await {
+                budget.spend(m.len()).await;
+            }
+        };
         drain
             .or(async {
                 Timer::after(CLOSE_REPLY_TIMEOUT).await;

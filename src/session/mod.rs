@@ -29,20 +29,27 @@ use smol::future::FutureExt;
 use smol::net::TcpStream;
 use smol::Timer;
 
+use crate::admission::{self, Admission, Ticket};
 use crate::assessor::{Assessor, Running};
+use crate::budget::Budget;
 use crate::children::ChildGroups;
 use crate::config::Config;
 use crate::handshake::{self, HandshakeError, Ws};
 use crate::ids::Counter;
 use crate::interviewer::Interviewer;
 use crate::journal::{EndReason, Journal};
-use crate::protocol::Item;
+use crate::log_limited;
 use crate::script::Script;
 use crate::workers::Workers;
 
 mod assessment;
 mod conversation;
 mod io;
+mod items;
+mod rate;
+
+use items::Items;
+use rate::RateLimit;
 
 /// How long we wait for the client's reply to our close frame; waiting
 /// lets the close handshake finish before the TCP connection is torn down.
@@ -50,8 +57,13 @@ const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Read buffer per connection. tungstenite's default is 128 KiB, allocated
 /// up front; interview events are small, and the buffer grows on demand for
-/// the rare large frame.
+/// the rare large frame (and shrinks back after it: [`SHRINK_AFTER`]).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// A message larger than this has grown tungstenite's buffers; once it is
+/// handled they are swapped for fresh ones of [`READ_BUFFER_BYTES`], so that
+/// an idle session costs the same whatever it once received.
+const SHRINK_AFTER: usize = 16 * 1024;
 
 /// What a session is doing, as the loop sees it (shutdown logs, sweeper).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +140,8 @@ pub struct Env {
     pub children: ChildGroups,
     pub reports_dir: Rc<PathBuf>,
     pub events: async_channel::Sender<Event>,
+    /// Session slots, in all and per client address.
+    pub admission: Rc<RefCell<Admission>>,
 }
 
 /// Writes the end line of a session cancelled by drop.
@@ -156,22 +170,22 @@ impl Drop for EndGuard {
     }
 }
 
-/// Runs a session to its end. `admit` is false when the daemon is full: the
-/// request gets HTTP 503 and nothing else happens.
+/// Runs a connection to its end: the handshake (holding `handshake`, its
+/// slot among the connections in their handshake), then the session.
 pub async fn run(
     key: u64,
     shared: Rc<Shared>,
     env: Env,
     stream: TcpStream,
     peer: SocketAddr,
-    admit: bool,
+    handshake: Ticket,
     control: async_channel::Receiver<Control>,
 ) {
     let guard = EndGuard {
         shared: shared.clone(),
         journal: env.journal.clone(),
     };
-    serve(&shared, &env, stream, peer, admit, control).await;
+    serve(&shared, &env, stream, peer, handshake, control).await;
     drop(guard);
     let _ = env.events.try_send(Event::Ended(key));
 }
@@ -181,7 +195,7 @@ async fn serve(
     env: &Env,
     stream: TcpStream,
     peer: SocketAddr,
-    admit: bool,
+    handshake: Ticket,
     control: async_channel::Receiver<Control>,
 ) {
     let limits = &env.config.limits;
@@ -193,11 +207,19 @@ async fn serve(
         .write_buffer_size(0)
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
+    let client_of = |forwarded_for: &[String]| {
+        let hops: Vec<&str> = forwarded_for.iter().map(String::as_str).collect();
+        admission::client_address(peer.ip(), &hops, &env.config.server.trusted_proxies)
+    };
     let upgrade = async {
         Upgrade::Done(
-            handshake::accept(stream, admit, ws_config)
-                .await
-                .map(Box::new),
+            handshake::accept(stream, ws_config, |request| {
+                let client = client_of(&request.forwarded_for);
+                let exempt = env.config.server.is_trusted(client);
+                Admission::session(&env.admission, client, exempt, limits)
+            })
+            .await
+            .map(Box::new),
         )
     }
     .or(async {
@@ -211,21 +233,42 @@ async fn serve(
         Upgrade::ShuttingDown
     })
     .await;
-    let ws = match upgrade {
-        Upgrade::Done(Ok(ws)) => *ws,
-        Upgrade::Done(Err(HandshakeError::Refused(503))) => {
-            log::warn!(
-                "refused {peer}: at limits.max_sessions ({})",
-                limits.max_sessions
+    drop(handshake);
+    let (ws, client, _slot) = match upgrade {
+        Upgrade::Done(Ok(accepted)) => {
+            let (ws, request, slot) = *accepted;
+            (ws, client_of(&request.forwarded_for), slot)
+        }
+        Upgrade::Done(Err(HandshakeError::Refused(refusal))) => {
+            log_limited!(
+                log::Level::Warn,
+                "refused",
+                "refused {peer}: {refusal} (sessions: {} live, {} per address)",
+                limits.max_sessions,
+                limits.max_sessions_per_ip
+            );
+            return;
+        }
+        Upgrade::Done(Err(e @ HandshakeError::TooSlow)) => {
+            log_limited!(
+                log::Level::Info,
+                "slow handshake",
+                "connection from {peer}: {e}"
             );
             return;
         }
         Upgrade::Done(Err(e)) => {
-            log::debug!("connection from {peer}: {e}");
+            log_limited!(
+                log::Level::Debug,
+                "bad handshake",
+                "connection from {peer}: {e}"
+            );
             return;
         }
         Upgrade::TimedOut => {
-            log::info!(
+            log_limited!(
+                log::Level::Info,
+                "slow handshake",
                 "connection from {peer}: no complete request within limits.handshake_timeout"
             );
             return;
@@ -235,7 +278,11 @@ async fn serve(
     shared.phase.set(Phase::Interview);
     shared.last_activity.set(Instant::now());
     let mut session = Session::new(shared.clone(), env.clone(), ws);
-    log::info!("session {} started for {peer}", shared.id);
+    if client == peer.ip() {
+        log::info!("session {} started for {peer}", shared.id);
+    } else {
+        log::info!("session {} started for {client} (via {peer})", shared.id);
+    }
     let finish = session.run(&control).await;
     record_end(
         shared,
@@ -260,7 +307,7 @@ fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Opt
 
 /// How the HTTP part of a connection ended.
 enum Upgrade {
-    Done(Result<Box<Ws>, HandshakeError>),
+    Done(Result<Box<(Ws, handshake::Request, Ticket)>, HandshakeError>),
     TimedOut,
     ShuttingDown,
 }
@@ -337,10 +384,16 @@ struct Session {
     conversation_id: String,
     interviewer: Interviewer,
     assessor: Assessor,
-    /// The conversation, in order (deleted items removed).
-    items: Vec<Item>,
-    /// The question each user item answers, by item id.
-    answered: Vec<(String, String)>,
+    /// The conversation, in order (deleted items removed); at most
+    /// `limits.max_items`.
+    items: Items,
+    /// Bytes of conversation journaled so far, against
+    /// `limits.max_transcript_bytes`.
+    transcript_bytes: u64,
+    /// The client's frame rate (`limits.events_per_second`).
+    rate: RateLimit,
+    /// Work done since the session last gave the executor back.
+    budget: Budget,
     invalid_streak: u32,
     /// How the client was lost, when a write to it failed.
     lost: Option<Lost>,
@@ -353,6 +406,12 @@ impl Session {
         let interviewer = Interviewer::new(env.config.interview.engine, env.script.clone());
         let assessor = Assessor::from_config(&env.config);
         let conversation_id = format!("conv_{}", &shared.id[5..21]);
+        let limits = &env.config.limits;
+        let rate = RateLimit::new(
+            limits.events_per_second,
+            limits.events_burst,
+            Instant::now(),
+        );
         Session {
             next_ping: Instant::now() + env.config.sessions.ping_interval.0,
             shared,
@@ -362,8 +421,10 @@ impl Session {
             conversation_id,
             interviewer,
             assessor,
-            items: Vec::new(),
-            answered: Vec::new(),
+            items: Items::default(),
+            transcript_bytes: 0,
+            rate,
+            budget: Budget::default(),
             invalid_streak: 0,
             lost: None,
             assessing: None,
@@ -379,7 +440,15 @@ impl Session {
             let wake = io::next_wake(&mut self.ws, &self.assessing, control, self.next_ping).await;
             let flow = match wake {
                 Wake::Control(Control::GoAway) => Err(Finish::go_away()),
-                Wake::Frame(frame) => self.on_frame(frame).await,
+                Wake::Frame(frame) => {
+                    let bytes = frame_len(&frame);
+                    let flow = self.on_frame(frame).await;
+                    if bytes > SHRINK_AFTER {
+                        self.shrink_buffers().await;
+                    }
+                    self.budget.spend(bytes).await;
+                    flow
+                }
                 Wake::Ping => {
                     self.next_ping = Instant::now() + self.env.config.sessions.ping_interval.0;
                     self.send_raw(Message::Ping(Default::default())).await;
@@ -425,5 +494,13 @@ impl Session {
                 return Finish::quietly(lost.reason, lost.detail);
             }
         }
+    }
+}
+
+/// The size of what a frame carried, for the budget.
+fn frame_len(frame: &Option<Result<Message, WsError>>) -> usize {
+    match frame {
+        Some(Ok(m)) => m.len(),
+        _ => 0,
     }
 }

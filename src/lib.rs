@@ -57,4 +57,5 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod signals;
+pub mod upstream;
 pub mod workers;

@@ -134,6 +134,9 @@ fn check_config(file: &Path) -> i32 {
     }
 }
 
+/// Pending connections the kernel may queue before accept().
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
 /// Startup errors, with what was being attempted.
 type StartError = String;
 
@@ -195,6 +198,16 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // std listens with a backlog of 128: a burst of connections (a flood,
+    // or clients reconnecting after a restart) would overflow it and the
+    // kernel would drop SYNs, delaying legitimate clients by a second or
+    // more. The kernel caps this at net.core.somaxconn.
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: listen() on a socket we own; calling it again on a
+        // listening socket only changes the backlog.
+        unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+    }
     let listener = smol::net::TcpListener::try_from(listener)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
 

@@ -68,34 +68,20 @@ impl Item {
     }
 }
 
-pub fn session_created(session_id: &str, instructions: &str, expires_at: u64) -> Value {
-    json!({
-        "type": "session.created",
-        "session": {
-            "type": "realtime",
-            "object": "realtime.session",
-            "id": session_id,
-            "model": SCRIPTED_MODEL,
-            "output_modalities": ["text"],
-            "instructions": instructions,
-            "tools": [],
-            "tool_choice": "none",
-            "max_output_tokens": "inf",
-            "tracing": null,
-            "prompt": null,
-            "expires_at": expires_at,
-        }
-    })
+pub fn session_created(session: serde_json::Value) -> Value {
+    json!({"type": "session.created", "session": session})
 }
 
 /// The whole event sequence the real API sends for one completed text
 /// response: the response and its single message item, the item's one text
-/// part streamed as deltas, then everything marked done.
+/// part streamed as deltas, then everything marked done. `phase` goes into
+/// the response's `metadata.interview_phase`: `closing` on the last one.
 pub fn text_response(
     response_id: &str,
     conversation_id: &str,
     item: &Item,
     previous_item_id: Option<&str>,
+    phase: &str,
 ) -> Vec<Value> {
     let response = |status: &str, output: Value| {
         json!({
@@ -107,7 +93,7 @@ pub fn text_response(
             "conversation_id": conversation_id,
             "output_modalities": ["text"],
             "max_output_tokens": "inf",
-            "metadata": null,
+            "metadata": {"interview_phase": phase},
             "usage": null,
         })
     };
@@ -247,6 +233,26 @@ pub enum ClientEvent {
     },
     /// `interview.finish`: skip the remaining questions.
     Finish,
+    /// `session.update`: the candidate's choices are applied, the rest is
+    /// ignored (see `interviewer::CandidateChoices`).
+    UpdateSession {
+        session: Value,
+    },
+    /// Audio and playback events: `input_audio_buffer.append`, `.commit`,
+    /// `.clear`, `conversation.item.truncate`, `output_audio_buffer.clear`.
+    Audio {
+        kind: &'static str,
+    },
+}
+
+/// The error for an item id the conversation does not have.
+pub fn item_not_found(item_id: &str) -> ProtocolError {
+    let shown: String = item_id.chars().take(64).collect();
+    ProtocolError::invalid(
+        "item_not_found",
+        format!("no item with id `{shown}` in this conversation"),
+        Some("item_id"),
+    )
 }
 
 /// A client event we refuse, with the Realtime error fields.
@@ -351,13 +357,6 @@ fn parse_event(
             Some("type"),
         ));
     };
-    let audio = |what: &str| {
-        Err(ProtocolError::invalid(
-            "unsupported_audio",
-            format!("`{what}`: audio is not supported by the scripted interviewer; send text with conversation.item.create"),
-            None,
-        ))
-    };
     match ty {
         "conversation.item.create" => parse_item_create(obj, max_text_bytes),
         "response.create" => Ok(ClientEvent::CreateResponse),
@@ -369,15 +368,36 @@ fn parse_event(
             item_id: item_id(obj)?,
         }),
         "interview.finish" => Ok(ClientEvent::Finish),
-        "session.update" => Err(ProtocolError::invalid(
-            "session_update_not_allowed",
-            "session.update is refused: the interviewer's instructions are set by the operator",
-            Some("session"),
-        )),
-        "input_audio_buffer.append" | "input_audio_buffer.commit" | "input_audio_buffer.clear" => {
-            audio(ty)
-        }
-        "conversation.item.truncate" | "output_audio_buffer.clear" => audio(ty),
+        "session.update" => match obj.get("session") {
+            Some(session @ Value::Object(_)) => Ok(ClientEvent::UpdateSession {
+                session: session.clone(),
+            }),
+            Some(_) => Err(ProtocolError::invalid(
+                "invalid_type",
+                "`session` must be an object",
+                Some("session"),
+            )),
+            None => Err(ProtocolError::invalid(
+                "missing_required_parameter",
+                "missing required parameter: `session`",
+                Some("session"),
+            )),
+        },
+        "input_audio_buffer.append" => Ok(ClientEvent::Audio {
+            kind: "input_audio_buffer.append",
+        }),
+        "input_audio_buffer.commit" => Ok(ClientEvent::Audio {
+            kind: "input_audio_buffer.commit",
+        }),
+        "input_audio_buffer.clear" => Ok(ClientEvent::Audio {
+            kind: "input_audio_buffer.clear",
+        }),
+        "conversation.item.truncate" => Ok(ClientEvent::Audio {
+            kind: "conversation.item.truncate",
+        }),
+        "output_audio_buffer.clear" => Ok(ClientEvent::Audio {
+            kind: "output_audio_buffer.clear",
+        }),
         other => {
             let shown: String = other.chars().take(64).collect();
             Err(ProtocolError::invalid(
@@ -544,7 +564,7 @@ mod tests {
                 .1
                 .unwrap_err()
                 .code,
-            "session_update_not_allowed"
+            "missing_required_parameter"
         );
         let long = format!(
             r#"{{"type":"conversation.item.create","item":{{"type":"message","role":"user","content":[{{"type":"input_text","text":"{}"}}]}}}}"#,

@@ -1,6 +1,6 @@
 //! A session's conversation: the client's events and the interviewer's turns.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use async_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -9,10 +9,24 @@ use serde_json::{json, Value};
 
 use super::rate::Verdict;
 use super::{EndReason, Finish, Flow, JournalState, Session};
-use crate::interviewer::{EngineError, Turn};
+use crate::interviewer::{Ctx, EngineError, Output};
 use crate::journal::{now_rfc3339, JournalError};
 use crate::log_limited;
 use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role};
+
+/// The engine's view of the session, borrowed field by field so that the
+/// engine (another field) can be borrowed mutably beside it.
+macro_rules! ctx {
+    ($s:expr) => {
+        Ctx {
+            session_id: &$s.shared.id,
+            expires_at: $s.expires_at,
+            items: &$s.items,
+            ids: &$s.ids,
+            conversation_id: &$s.conversation_id,
+        }
+    };
+}
 
 /// What a transcript line costs besides its text (ids, keys, timestamp),
 /// counted against `limits.max_transcript_bytes`.
@@ -44,38 +58,92 @@ impl Session {
             ));
         }
         self.shared.journal.set(JournalState::Open);
-        let expires_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            + 3600;
         let created = protocol::session_created(
-            &self.shared.id,
-            &self.interviewer.instructions(),
-            expires_at,
+            self.interviewer
+                .session_object(&self.shared.id, self.expires_at),
         );
         self.send(created).await;
-        let turn = self.interviewer.opening().await;
-        self.take_turn(turn).await
+        let ctx = ctx!(self);
+        let opened = self.interviewer.open(&ctx).await;
+        self.apply(opened, None).await
     }
 
-    /// Sends the interviewer's turn, or, if the engine failed, tells the
-    /// client and ends the session.
-    async fn take_turn(&mut self, turn: Result<Turn, EngineError>) -> Flow {
-        let e = match turn {
-            Ok(turn) => return self.emit_turn(turn).await,
-            Err(e) => e,
+    /// Carries out what the engine asked for, in order; if the engine
+    /// failed, tells the client and ends the session.
+    pub(super) async fn apply(
+        &mut self,
+        outputs: Result<Vec<Output>, EngineError>,
+        event_id: Option<&str>,
+    ) -> Flow {
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                log::error!("session {}: interviewer failed: {}", self.shared.id, e.0);
+                let message = format!("the interviewer failed: {}", e.0);
+                let error = ProtocolError::server("interviewer_failed", message.clone());
+                self.send(protocol::error(&error, None)).await;
+                return Err(Finish::closing(
+                    EndReason::Error,
+                    &message,
+                    CloseCode::Error,
+                    "interviewer failed",
+                ));
+            }
         };
-        log::error!("session {}: interviewer failed: {}", self.shared.id, e.0);
-        let message = format!("the interviewer failed: {}", e.0);
-        let error = ProtocolError::server("interviewer_failed", message.clone());
-        self.send(protocol::error(&error, None)).await;
-        Err(Finish::closing(
-            EndReason::Error,
-            &message,
-            CloseCode::Error,
-            "interviewer failed",
-        ))
+        let mut pending: Vec<Value> = Vec::new();
+        for output in outputs {
+            match output {
+                // Consecutive events go out as one write.
+                Output::Send(event) => pending.push(event),
+                Output::Transcript { item, answers } => {
+                    self.send_all(std::mem::take(&mut pending)).await;
+                    self.record_line(item, answers).await?;
+                }
+                Output::Refuse(e) => {
+                    self.send_all(std::mem::take(&mut pending)).await;
+                    self.refuse(e, event_id).await?;
+                }
+                Output::Report(e) => pending.push(protocol::error(&e, event_id)),
+                Output::Closed => {
+                    self.send_all(std::mem::take(&mut pending)).await;
+                    self.start_assessment().await?;
+                }
+            }
+        }
+        self.send_all(pending).await;
+        Ok(())
+    }
+
+    /// Journals a line of the conversation durably and adds it to the
+    /// conversation. Nothing the engine sends after it goes out before it
+    /// is on disk; if it cannot be written, the interview cannot go on.
+    async fn record_line(&mut self, item: Item, answers: Option<String>) -> Flow {
+        let mut record = json!({
+            "kind": "item", "item_id": item.id, "role": item.role.as_str(),
+            "text": item.text, "at": now_rfc3339(),
+        });
+        if let Some(q) = &answers {
+            record["question_id"] = json!(q);
+        }
+        if let Err(e) = self
+            .record_durably(record, "transcript line not recorded")
+            .await
+        {
+            let error = ProtocolError::server(
+                "transcript_unavailable",
+                format!("the interview cannot be recorded: {e}"),
+            );
+            self.send(protocol::error(&error, None)).await;
+            return Err(Finish::closing(
+                EndReason::Error,
+                &e.to_string(),
+                CloseCode::Error,
+                "transcript unavailable",
+            ));
+        }
+        self.transcript_bytes += item.text.len() as u64 + RECORD_OVERHEAD;
+        self.items.push(item, answers);
+        Ok(())
     }
 
     /// The client broke the WebSocket rules: it is closed with `code`. That
@@ -263,32 +331,22 @@ impl Session {
                 self.report(e, event_id).await
             }
             ClientEvent::CreateItem { text } => self.add_answer(text, event_id).await,
-            ClientEvent::CreateResponse => {
-                let words = self.words_for_current_question();
-                let turn = self.interviewer.respond(words).await;
-                self.take_turn(turn).await
+            ClientEvent::DeleteItem { item_id } if self.interviewer.owns_conversation() => {
+                self.delete_item(item_id, event_id).await
             }
-            ClientEvent::Finish => {
-                let turn = self.interviewer.finish().await;
-                self.take_turn(turn).await
-            }
-            ClientEvent::CancelResponse => {
+            ClientEvent::DeleteItem { .. } => {
                 let e = ProtocolError::invalid(
-                    "response_cancel_not_active",
-                    "Cancellation failed: no active response found",
-                    None,
+                    "invalid_value",
+                    "conversation.item.delete is not supported by this interviewer",
+                    Some("type"),
                 );
-                self.report(e, event_id).await
+                self.refuse(e, event_id).await
             }
-            ClientEvent::RetrieveItem { item_id } => match self.items.get(&item_id) {
-                Some(item) => {
-                    let event = protocol::item_retrieved(item);
-                    self.send(event).await;
-                    Ok(())
-                }
-                None => self.report(item_not_found(&item_id), event_id).await,
-            },
-            ClientEvent::DeleteItem { item_id } => self.delete_item(item_id, event_id).await,
+            event => {
+                let ctx = ctx!(self);
+                let outputs = self.interviewer.client_event(event, &ctx).await;
+                self.apply(outputs, event_id).await
+            }
         }
     }
 
@@ -329,16 +387,19 @@ impl Session {
         }
         self.transcript_bytes += cost;
         let previous = self.items.last_id().map(str::to_owned);
-        for event in protocol::user_item_added(&item, previous.as_deref()) {
-            self.send(event).await;
-        }
+        let outputs = self
+            .interviewer
+            .item_added(&item, previous.as_deref())
+            .await;
         self.items.push(item, Some(question));
-        Ok(())
+        self.apply(outputs, event_id).await
     }
 
     pub(super) async fn delete_item(&mut self, item_id: String, event_id: Option<&str>) -> Flow {
         let Some(item) = self.items.get(&item_id) else {
-            return self.report(item_not_found(&item_id), event_id).await;
+            return self
+                .report(protocol::item_not_found(&item_id), event_id)
+                .await;
         };
         if item.role != Role::User {
             let e = ProtocolError::invalid(
@@ -386,57 +447,8 @@ impl Session {
         result
     }
 
-    pub(super) fn words_for_current_question(&self) -> usize {
-        self.interviewer
-            .current_question()
-            .map_or(0, |q| self.items.words_for(q))
-    }
-
     /// At `limits.max_items`: no more answers or turns.
     fn is_full(&self) -> bool {
         self.items.len() >= self.env.config.limits.max_items
     }
-
-    /// Sends an interviewer turn as a complete text response; after the
-    /// closing remark, starts the assessment.
-    pub(super) async fn emit_turn(&mut self, turn: Turn) -> Flow {
-        let (text, closing) = match turn {
-            Turn::Ask(text) => (text, false),
-            Turn::Close(text) => (text, true),
-        };
-        let item = Item {
-            id: self.ids.next("item"),
-            role: Role::Assistant,
-            text,
-        };
-        self.env.journal.append(
-            &self.shared.id,
-            json!({"kind": "item", "item_id": item.id, "role": "assistant", "text": item.text, "at": now_rfc3339()}),
-        );
-        self.transcript_bytes += item.text.len() as u64 + RECORD_OVERHEAD;
-        let previous = self.items.last_id().map(str::to_owned);
-        let response_id = self.ids.next("resp");
-        let events = protocol::text_response(
-            &response_id,
-            &self.conversation_id,
-            &item,
-            previous.as_deref(),
-        );
-        self.items.push(item, None);
-        self.send_all(events).await;
-        if closing {
-            self.start_assessment().await
-        } else {
-            Ok(())
-        }
-    }
-}
-
-fn item_not_found(item_id: &str) -> ProtocolError {
-    let shown: String = item_id.chars().take(64).collect();
-    ProtocolError::invalid(
-        "item_not_found",
-        format!("no item with id `{shown}` in this conversation"),
-        Some("item_id"),
-    )
 }

@@ -48,7 +48,7 @@ mod io;
 mod items;
 mod rate;
 
-use items::Items;
+pub use items::Items;
 use rate::RateLimit;
 
 /// How long we wait for the client's reply to our close frame; waiting
@@ -394,6 +394,8 @@ struct Session {
     rate: RateLimit,
     /// Work done since the session last gave the executor back.
     budget: Budget,
+    /// When the session expires, as `session.created` says (Unix seconds).
+    expires_at: u64,
     invalid_streak: u32,
     /// How the client was lost, when a write to it failed.
     lost: Option<Lost>,
@@ -424,6 +426,10 @@ impl Session {
             items: Items::default(),
             transcript_bytes: 0,
             rate,
+            expires_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + 3600,
             budget: Budget::default(),
             invalid_streak: 0,
             lost: None,

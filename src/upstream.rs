@@ -1,0 +1,282 @@
+//! Connections the daemon makes: to the OpenAI Realtime API (a WebSocket)
+//! and to the Responses API (HTTP). TCP and TLS (rustls, with the webpki
+//! roots plus `openai.ca_file`) run async on the executor, so that dropping
+//! the future that owns a connection closes it: a session cancelled at
+//! shutdown takes its upstream with it.
+//!
+//! Name resolution is the one blocking step; `async-net` runs it on the
+//! `blocking` crate's thread pool, which ends with the process.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::WebSocketStream;
+use futures_rustls::rustls::{ClientConfig, RootCertStore};
+use futures_rustls::TlsConnector;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::net::TcpStream;
+
+/// An API key or token. Never shown: `Debug` and `Display` print a
+/// placeholder, so that a key cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where to connect, from a `ws://`, `wss://`, `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub secure: bool,
+    pub host: String,
+    pub port: u16,
+    /// The path and query, `/` at least.
+    pub target: String,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("`{url}` is not a URL"))?;
+        let (secure, default_port) = match scheme {
+            "wss" | "https" => (true, 443),
+            "ws" | "http" => (false, 80),
+            _ => {
+                return Err(format!(
+                    "`{url}`: the scheme must be ws, wss, http or https"
+                ))
+            }
+        };
+        let (authority, target) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], rest[i..].to_owned()),
+            None => (rest, "/".to_owned()),
+        };
+        let target = if target.starts_with('?') {
+            format!("/{target}")
+        } else {
+            target
+        };
+        if authority.contains('@') {
+            return Err(format!("`{url}`: credentials in the URL are not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse() {
+                Ok(port) => (h, port),
+                Err(_) if authority.starts_with('[') && authority.ends_with(']') => {
+                    (authority, default_port)
+                }
+                Err(_) => return Err(format!("`{url}`: bad port `{p}`")),
+            },
+            _ => (authority, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host"));
+        }
+        Ok(Endpoint {
+            url: url.to_owned(),
+            secure,
+            host: host.to_owned(),
+            port,
+            target,
+        })
+    }
+}
+
+/// The TLS client configuration: the webpki roots, plus the PEM
+/// certificates in `ca_file` when given.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A connection, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Opens a TCP connection to the endpoint, with TLS when it is secure.
+pub async fn connect(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> io::Result<Stream> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+    let _ = tcp.set_nodelay(true);
+    if !endpoint.secure {
+        return Ok(Stream::Plain(tcp));
+    }
+    let name = ServerName::try_from(endpoint.host.clone())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tls = TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+/// Opens a WebSocket to the endpoint with `Authorization: Bearer KEY`.
+pub async fn websocket(
+    endpoint: &Endpoint,
+    tls: &Arc<ClientConfig>,
+    key: &Secret,
+    config: WebSocketConfig,
+) -> Result<WebSocketStream<Stream>, String> {
+    let stream = connect(endpoint, tls)
+        .await
+        .map_err(|e| format!("cannot connect to {}:{}: {e}", endpoint.host, endpoint.port))?;
+    let ws_url = format!(
+        "{}://{}:{}{}",
+        if endpoint.secure { "wss" } else { "ws" },
+        bracket(&endpoint.host),
+        endpoint.port,
+        endpoint.target
+    );
+    let mut request = ws_url
+        .into_client_request()
+        .map_err(|e| format!("bad upstream URL: {e}"))?;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| "the API key has characters a header cannot carry".to_owned())?;
+    auth.set_sensitive(true);
+    request.headers_mut().insert("Authorization", auth);
+    let (ws, _response) =
+        async_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|e| match e {
+                async_tungstenite::tungstenite::Error::Http(response) => {
+                    format!(
+                        "the upstream refused the WebSocket: HTTP {}",
+                        response.status()
+                    )
+                }
+                other => format!("WebSocket handshake with the upstream failed: {other}"),
+            })?;
+    Ok(ws)
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_into_endpoints() {
+        let e = Endpoint::parse("wss://api.openai.com/v1/realtime?model=gpt-realtime").unwrap();
+        assert_eq!(
+            (e.secure, e.host.as_str(), e.port, e.target.as_str()),
+            (
+                true,
+                "api.openai.com",
+                443,
+                "/v1/realtime?model=gpt-realtime"
+            )
+        );
+        let e = Endpoint::parse("ws://127.0.0.1:9000").unwrap();
+        assert_eq!((e.secure, e.port, e.target.as_str()), (false, 9000, "/"));
+        let e = Endpoint::parse("http://[::1]:8080/v1/responses").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 8080));
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("wss://user:pw@x/").is_err());
+        assert!(Endpoint::parse("wss://x:notaport/").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("sk-very-secret".into());
+        assert!(!format!("{s:?} {s}").contains("sk-"));
+    }
+}

@@ -21,6 +21,7 @@ pub struct Config {
     pub sessions: Sessions,
     pub limits: Limits,
     pub shutdown: Shutdown,
+    pub openai: OpenAi,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -39,14 +40,77 @@ pub struct Server {
     pub trusted_proxies: Vec<Cidr>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Interview {
     /// Path to an interview script (TOML). Unset: the built-in script.
     pub script: Option<PathBuf>,
-    /// The interviewer engine. Only `scripted` exists today; `openai` will
-    /// relay to the Realtime API.
+    /// The interviewer engine: `scripted` (built in) or `openai` (a relay
+    /// to the Realtime API).
     pub engine: InterviewerKind,
+    /// The longest an interview may last; it ends then whatever happens.
+    /// Below the Realtime API's 60-minute session cap.
+    pub max_duration: Dur,
+    /// How long before `max_duration` the interviewer is told to close.
+    pub wrap_up: Dur,
+}
+
+/// `[openai]`: the Realtime API the `openai` engine relays to.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenAi {
+    /// `wss://` (or `ws://` for local testing, logged as a warning).
+    pub url: String,
+    pub model: String,
+    /// A file holding the API key. The key comes from
+    /// `$CREDENTIALS_DIRECTORY/openai-api-key` first, then this file, then
+    /// `$OPENAI_API_KEY`.
+    pub api_key_file: Option<PathBuf>,
+    /// Extra PEM roots, trusted on top of the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    pub voice: String,
+    pub transcription_model: String,
+    pub turn_detection: TurnDetection,
+    /// How long to keep trying to connect (with backoff) before giving up.
+    pub connect_timeout: Dur,
+    /// Pings to the upstream; one that answers nothing within two
+    /// intervals is dead.
+    pub ping_interval: Dur,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnDetection {
+    ServerVad,
+    SemanticVad,
+    None,
+}
+
+impl Default for Interview {
+    fn default() -> Self {
+        Interview {
+            script: None,
+            engine: InterviewerKind::Scripted,
+            max_duration: Dur::secs(45 * 60),
+            wrap_up: Dur::secs(2 * 60),
+        }
+    }
+}
+
+impl Default for OpenAi {
+    fn default() -> Self {
+        OpenAi {
+            url: "wss://api.openai.com/v1/realtime".into(),
+            model: "gpt-realtime".into(),
+            api_key_file: None,
+            ca_file: None,
+            voice: "marin".into(),
+            transcription_model: "gpt-4o-mini-transcribe".into(),
+            turn_detection: TurnDetection::SemanticVad,
+            connect_timeout: Dur::secs(10),
+            ping_interval: Dur::secs(15),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, Default)]
@@ -54,6 +118,7 @@ pub struct Interview {
 pub enum InterviewerKind {
     #[default]
     Scripted,
+    Openai,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -263,9 +328,15 @@ impl Config {
                 self.interview.script = Some(base.join(script));
             }
         }
-        if let Some(dir) = &self.server.state_dir {
-            if dir.is_relative() {
-                self.server.state_dir = Some(base.join(dir));
+        for path in [
+            &mut self.server.state_dir,
+            &mut self.openai.api_key_file,
+            &mut self.openai.ca_file,
+        ] {
+            if let Some(p) = path {
+                if p.is_relative() {
+                    *path = Some(base.join(&*p));
+                }
             }
         }
         self
@@ -278,7 +349,7 @@ impl Config {
                 message: message.to_owned(),
             })
         };
-        let positive: [(&'static str, Dur); 9] = [
+        let positive: [(&'static str, Dur); 12] = [
             ("assessment.timeout", self.assessment.timeout),
             (
                 "assessment.keepalive_interval",
@@ -291,6 +362,9 @@ impl Config {
             ("limits.send_timeout", self.limits.send_timeout),
             ("shutdown.close_grace", self.shutdown.close_grace),
             ("shutdown.deadline", self.shutdown.deadline),
+            ("interview.max_duration", self.interview.max_duration),
+            ("openai.connect_timeout", self.openai.connect_timeout),
+            ("openai.ping_interval", self.openai.ping_interval),
         ];
         for (key, value) in positive {
             if value.0.is_zero() {
@@ -349,6 +423,29 @@ impl Config {
         }
         if self.limits.max_invalid_events == 0 {
             return invalid("limits.max_invalid_events", "must be at least 1");
+        }
+        if self.interview.wrap_up.0 >= self.interview.max_duration.0 {
+            return invalid(
+                "interview.wrap_up",
+                "must be shorter than interview.max_duration",
+            );
+        }
+        match crate::upstream::Endpoint::parse(&self.openai.url) {
+            Ok(e) if e.url.starts_with("ws") => {}
+            Ok(_) => return invalid("openai.url", "must be a ws:// or wss:// URL"),
+            Err(e) => return invalid("openai.url", &e),
+        }
+        for (key, value) in [
+            ("openai.model", &self.openai.model),
+            ("openai.voice", &self.openai.voice),
+            (
+                "openai.transcription_model",
+                &self.openai.transcription_model,
+            ),
+        ] {
+            if value.trim().is_empty() || value.chars().any(char::is_control) {
+                return invalid(key, "must be a non-empty name");
+            }
         }
         if self.shutdown.close_grace.0 >= self.shutdown.deadline.0 {
             return invalid(

@@ -111,6 +111,12 @@ fn check_config(file: &Path) -> i32 {
                 message: e.to_string(),
             }
         })?;
+        interviewd::server::relay_settings(&config).map_err(|message| {
+            interviewd::config::ConfigError::Invalid {
+                key: "openai",
+                message,
+            }
+        })?;
         Ok(config)
     });
     match checked {
@@ -195,6 +201,8 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         )
     })?;
 
+    let relay = server::relay_settings(&config)?;
+
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -222,6 +230,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         reports_dir: Rc::new(reports_dir),
         signal_thread,
         admission: Default::default(),
+        relay,
     };
     log::info!(
         "interviewd {} state in {}, transcripts in {}",

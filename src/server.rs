@@ -20,6 +20,7 @@ use crate::admission::{Admission, Refusal};
 use crate::children::ChildGroups;
 use crate::config::Config;
 use crate::ids;
+use crate::interviewer::openai::Settings as RelaySettings;
 use crate::journal::{EndReason, Journal};
 use crate::log_limited;
 use crate::ratelog;
@@ -78,6 +79,26 @@ pub struct Daemon {
     /// Handshake and session slots; tickets held by sessions give theirs
     /// back when the sessions are dropped.
     pub admission: Rc<RefCell<Admission>>,
+    /// The `openai` engine's settings (endpoint, TLS roots, key), built
+    /// from the configuration when that engine is configured; rebuilt on
+    /// reload. Live sessions keep the one they started with.
+    pub relay: Option<Rc<RelaySettings>>,
+}
+
+/// Builds the `openai` engine's settings when the configuration asks for
+/// that engine. The error never contains the key.
+pub fn relay_settings(config: &Config) -> Result<Option<Rc<RelaySettings>>, String> {
+    if config.interview.engine != crate::config::InterviewerKind::Openai {
+        return Ok(None);
+    }
+    let settings = RelaySettings::from_config(config).map_err(|e| format!("[openai]: {e}"))?;
+    if !settings.endpoint.secure {
+        log::warn!(
+            "openai.url is {} (not wss://): the API key and the interviews cross the network unencrypted; use this for local testing only",
+            settings.endpoint.url
+        );
+    }
+    Ok(Some(Rc::new(settings)))
 }
 
 /// Wake-ups the loop handles before it gives the executor back, so that a
@@ -260,6 +281,7 @@ fn spawn_session(
         reports_dir: daemon.reports_dir.clone(),
         events: events.clone(),
         admission: daemon.admission.clone(),
+        relay: daemon.relay.clone(),
     };
     let task = ex.spawn(session::run(
         key,
@@ -338,6 +360,14 @@ fn reload(daemon: &mut Daemon) {
             return;
         }
     };
+    let relay = match relay_settings(&config) {
+        Ok(relay) => relay,
+        Err(e) => {
+            log::error!("SIGHUP: reload refused, keeping the current configuration: {e}");
+            return;
+        }
+    };
+    daemon.relay = relay;
     let mut changed = changed_keys(&daemon.config, &config);
     if script != *daemon.script {
         changed.push("interview script contents".into());

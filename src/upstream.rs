@@ -53,6 +53,37 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The OpenAI API key: `$CREDENTIALS_DIRECTORY/openai-api-key` (systemd's
+/// `LoadCredential=`), else `key_file`, else `$OPENAI_API_KEY`. Errors name
+/// where the key was looked for, never the key.
+pub fn api_key(key_file: Option<&Path>) -> Result<Secret, String> {
+    let from_file = |path: &Path| -> Result<Secret, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the API key from {}: {e}", path.display()))?;
+        let key = text.trim();
+        if key.is_empty() {
+            return Err(format!(
+                "{} is empty; it should hold the API key",
+                path.display()
+            ));
+        }
+        Ok(Secret::new(key.to_owned()))
+    };
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join("openai-api-key");
+        if path.exists() {
+            return from_file(&path);
+        }
+    }
+    if let Some(path) = key_file {
+        return from_file(path);
+    }
+    match std::env::var("OPENAI_API_KEY") {
+        Ok(key) if !key.trim().is_empty() => Ok(Secret::new(key.trim().to_owned())),
+        _ => Err("no OpenAI API key: set $OPENAI_API_KEY, openai.api_key_file, or a systemd credential `openai-api-key`".into()),
+    }
+}
+
 /// Where to connect, from a `ws://`, `wss://`, `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {

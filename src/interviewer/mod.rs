@@ -10,6 +10,8 @@
 //!
 //! - [`scripted`]: walks an interview script; no network, the embedded
 //!   default.
+//! - [`openai`]: relays the session to the OpenAI Realtime API, voice both
+//!   ways.
 //!
 //! Every engine method is `async` and cancelled by drop, with the session.
 
@@ -21,10 +23,13 @@ use crate::protocol::{ClientEvent, Item, ProtocolError};
 use crate::script::Script;
 use crate::session::Items;
 
+pub mod openai;
 pub mod scripted;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
+pub use openai::Relay;
 pub use scripted::Scripted;
 
 /// An engine failure; the session reports it to the client as an `error`
@@ -37,6 +42,8 @@ pub struct EngineError(pub String);
 pub enum Output {
     /// Send this server event (the session stamps its `event_id`).
     Send(Value),
+    /// Send this frame as it is (an upstream event, relayed byte for byte).
+    Frame(String),
     /// Journal this line of the conversation, durably, before anything that
     /// follows it is sent; `answers` names the question a candidate's line
     /// answers.
@@ -62,12 +69,27 @@ pub struct Ctx<'a> {
 
 pub enum Interviewer {
     Scripted(Scripted),
+    Openai(Box<Relay>),
+}
+
+/// What woke an engine; handed back to it by [`Interviewer::on_wake`].
+pub enum Wake {
+    Openai(openai::Wake),
 }
 
 impl Interviewer {
-    pub fn new(kind: InterviewerKind, script: Arc<Script>) -> Interviewer {
-        match kind {
-            InterviewerKind::Scripted => Interviewer::Scripted(Scripted::new(script)),
+    /// `relay` is the `openai` engine's settings, present when that engine
+    /// is configured.
+    pub fn new(
+        kind: InterviewerKind,
+        script: Arc<Script>,
+        relay: Option<Rc<openai::Settings>>,
+    ) -> Interviewer {
+        match (kind, relay) {
+            (InterviewerKind::Openai, Some(settings)) => {
+                Interviewer::Openai(Box::new(Relay::new(settings, script)))
+            }
+            _ => Interviewer::Scripted(Scripted::new(script)),
         }
     }
 
@@ -75,6 +97,31 @@ impl Interviewer {
     pub fn name(&self) -> &'static str {
         match self {
             Interviewer::Scripted(_) => "scripted",
+            Interviewer::Openai(_) => "openai",
+        }
+    }
+
+    /// Waits for something the engine itself must handle (the relay's
+    /// upstream, its timers). Cancel-safe; never ready for `scripted`.
+    pub async fn wake(&mut self) -> Wake {
+        match self {
+            Interviewer::Scripted(_) => std::future::pending().await,
+            Interviewer::Openai(r) => Wake::Openai(r.wake().await),
+        }
+    }
+
+    pub async fn on_wake(&mut self, wake: Wake, ctx: &Ctx<'_>) -> Result<Vec<Output>, EngineError> {
+        match (self, wake) {
+            (Interviewer::Openai(r), Wake::Openai(w)) => r.on_wake(w, ctx).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Why the interview could not be completed, if the engine failed it.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Interviewer::Scripted(_) => None,
+            Interviewer::Openai(r) => r.failure(),
         }
     }
 
@@ -83,6 +130,7 @@ impl Interviewer {
     pub fn session_object(&self, session_id: &str, expires_at: u64) -> Value {
         match self {
             Interviewer::Scripted(s) => s.session_object(session_id, expires_at),
+            Interviewer::Openai(r) => r.session_object(session_id, expires_at),
         }
     }
 
@@ -90,6 +138,7 @@ impl Interviewer {
     pub async fn open(&mut self, ctx: &Ctx<'_>) -> Result<Vec<Output>, EngineError> {
         match self {
             Interviewer::Scripted(s) => Ok(s.open(ctx)),
+            Interviewer::Openai(r) => Ok(r.open()),
         }
     }
 
@@ -101,17 +150,20 @@ impl Interviewer {
     ) -> Result<Vec<Output>, EngineError> {
         match self {
             Interviewer::Scripted(s) => Ok(s.item_added(item, previous_item_id)),
+            Interviewer::Openai(r) => Ok(r.item_added(item).await),
         }
     }
 
-    /// Any other client event the session accepted.
+    /// Any other client event the session accepted; `raw` is its frame.
     pub async fn client_event(
         &mut self,
         event: ClientEvent,
+        raw: &str,
         ctx: &Ctx<'_>,
     ) -> Result<Vec<Output>, EngineError> {
         match self {
             Interviewer::Scripted(s) => Ok(s.client_event(event, ctx)),
+            Interviewer::Openai(r) => Ok(r.client_event(event, raw, ctx).await),
         }
     }
 
@@ -120,6 +172,7 @@ impl Interviewer {
     pub fn current_question(&self) -> Option<&str> {
         match self {
             Interviewer::Scripted(s) => s.current_question(),
+            Interviewer::Openai(r) => r.current_question(),
         }
     }
 
@@ -129,6 +182,7 @@ impl Interviewer {
     pub fn owns_conversation(&self) -> bool {
         match self {
             Interviewer::Scripted(_) => true,
+            Interviewer::Openai(_) => false,
         }
     }
 }

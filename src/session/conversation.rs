@@ -90,28 +90,40 @@ impl Session {
                 ));
             }
         };
-        let mut pending: Vec<Value> = Vec::new();
+        // Consecutive events go out as one write.
+        let mut pending: Vec<Message> = Vec::new();
         for output in outputs {
             match output {
-                // Consecutive events go out as one write.
-                Output::Send(event) => pending.push(event),
+                Output::Send(event) => pending.push(self.stamped(event)),
+                Output::Frame(text) => pending.push(Message::text(text)),
                 Output::Transcript { item, answers } => {
-                    self.send_all(std::mem::take(&mut pending)).await;
+                    self.send_messages(std::mem::take(&mut pending)).await;
                     self.record_line(item, answers).await?;
                 }
                 Output::Refuse(e) => {
-                    self.send_all(std::mem::take(&mut pending)).await;
+                    self.send_messages(std::mem::take(&mut pending)).await;
                     self.refuse(e, event_id).await?;
                 }
-                Output::Report(e) => pending.push(protocol::error(&e, event_id)),
+                Output::Report(e) => pending.push(self.stamped(protocol::error(&e, event_id))),
                 Output::Closed => {
-                    self.send_all(std::mem::take(&mut pending)).await;
+                    self.send_messages(std::mem::take(&mut pending)).await;
+                    if let Some(why) = self.interviewer.failure() {
+                        let record = json!({"kind": "interview_incomplete", "reason": why, "at": now_rfc3339()});
+                        self.env.journal.append(&self.shared.id, record);
+                    }
                     self.start_assessment().await?;
                 }
             }
         }
-        self.send_all(pending).await;
+        self.send_messages(pending).await;
         Ok(())
+    }
+
+    /// The engine woke (its upstream, its timers): carry out what it says.
+    pub(super) async fn on_engine(&mut self, wake: crate::interviewer::Wake) -> Flow {
+        let ctx = ctx!(self);
+        let outputs = self.interviewer.on_wake(wake, &ctx).await;
+        self.apply(outputs, None).await
     }
 
     /// Journals a line of the conversation durably and adds it to the
@@ -268,7 +280,7 @@ impl Session {
         match parsed {
             Ok(event) => {
                 self.invalid_streak = 0;
-                self.on_event(event, event_id.as_deref()).await
+                self.on_event(event, text, event_id.as_deref()).await
             }
             Err(e) => self.refuse(e, event_id.as_deref()).await,
         }
@@ -303,7 +315,12 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn on_event(&mut self, event: ClientEvent, event_id: Option<&str>) -> Flow {
+    pub(super) async fn on_event(
+        &mut self,
+        event: ClientEvent,
+        raw: &str,
+        event_id: Option<&str>,
+    ) -> Flow {
         let over = self.interviewer.current_question().is_none();
         match event {
             ClientEvent::CreateItem { .. }
@@ -344,7 +361,7 @@ impl Session {
             }
             event => {
                 let ctx = ctx!(self);
-                let outputs = self.interviewer.client_event(event, &ctx).await;
+                let outputs = self.interviewer.client_event(event, raw, &ctx).await;
                 self.apply(outputs, event_id).await
             }
         }

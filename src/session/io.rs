@@ -14,6 +14,7 @@ use smol::Timer;
 use super::{Assessing, Control, Lost, Session, Wake, CLOSE_REPLY_TIMEOUT};
 use crate::budget::Budget;
 use crate::handshake::Ws;
+use crate::interviewer::Interviewer;
 use crate::journal::{now_rfc3339, EndReason};
 use crate::protocol::Stamp;
 
@@ -92,15 +93,27 @@ impl Session {
     /// Sends events as one write. A client that cannot take them within
     /// `limits.send_timeout` is treated as gone.
     pub(super) async fn send_all(&mut self, events: Vec<Value>) {
+        let messages = events.into_iter().map(|e| self.stamped(e)).collect();
+        self.send_messages(messages).await;
+    }
+
+    /// An event as a text frame, with its `event_id`.
+    pub(super) fn stamped(&self, event: Value) -> Message {
+        Message::text(Stamp(&self.ids).apply(event).to_string())
+    }
+
+    /// Sends frames as one write, bounded by `limits.send_timeout`.
+    pub(super) async fn send_messages(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
         let timeout = self.send_timeout();
         let Some(ws) = &mut self.ws else {
             return;
         };
-        let stamp = Stamp(&self.ids);
         let write = async {
-            for event in events {
-                ws.feed(Message::text(stamp.apply(event).to_string()))
-                    .await?;
+            for message in messages {
+                ws.feed(message).await?;
             }
             ws.flush().await
         };
@@ -177,6 +190,7 @@ async fn bounded(
 pub(super) async fn next_wake(
     ws: &mut Option<Ws>,
     assessing: &Option<Assessing>,
+    interviewer: &mut Interviewer,
     control: &async_channel::Receiver<Control>,
     next_ping: Instant,
 ) -> Wake {
@@ -218,5 +232,6 @@ pub(super) async fn next_wake(
         Timer::at(next_ping).await;
         Wake::Ping
     };
-    control.or(assessment).or(frame).or(ping).await
+    let engine = async { Wake::Engine(interviewer.wake().await) };
+    control.or(assessment).or(frame).or(engine).or(ping).await
 }

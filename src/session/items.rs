@@ -25,6 +25,10 @@ impl Items {
         self.by_seq.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
     pub fn last_id(&self) -> Option<&str> {
         self.by_seq.values().next_back().map(|i| i.id.as_str())
     }

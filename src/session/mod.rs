@@ -142,6 +142,8 @@ pub struct Env {
     pub events: async_channel::Sender<Event>,
     /// Session slots, in all and per client address.
     pub admission: Rc<RefCell<Admission>>,
+    /// The `openai` engine's settings, when it is configured.
+    pub relay: Option<Rc<crate::interviewer::openai::Settings>>,
 }
 
 /// Writes the end line of a session cancelled by drop.
@@ -328,6 +330,7 @@ enum Wake {
     Keepalive,
     Assessed(Result<Value, String>),
     AssessmentTimedOut,
+    Engine(crate::interviewer::Wake),
 }
 
 /// How a session ends: the journal's end line, then (if the client is
@@ -405,7 +408,11 @@ struct Session {
 
 impl Session {
     fn new(shared: Rc<Shared>, env: Env, ws: Ws) -> Session {
-        let interviewer = Interviewer::new(env.config.interview.engine, env.script.clone());
+        let interviewer = Interviewer::new(
+            env.config.interview.engine,
+            env.script.clone(),
+            env.relay.clone(),
+        );
         let assessor = Assessor::from_config(&env.config);
         let conversation_id = format!("conv_{}", &shared.id[5..21]);
         let limits = &env.config.limits;
@@ -443,7 +450,14 @@ impl Session {
             Err(end) => return end,
         }
         loop {
-            let wake = io::next_wake(&mut self.ws, &self.assessing, control, self.next_ping).await;
+            let wake = io::next_wake(
+                &mut self.ws,
+                &self.assessing,
+                &mut self.interviewer,
+                control,
+                self.next_ping,
+            )
+            .await;
             let flow = match wake {
                 Wake::Control(Control::GoAway) => Err(Finish::go_away()),
                 Wake::Frame(frame) => {
@@ -461,6 +475,13 @@ impl Session {
                     Ok(())
                 }
                 Wake::Keepalive => self.keepalive().await,
+                Wake::Engine(wake) => {
+                    // An upstream that floods is held to the same budget as
+                    // a client that does.
+                    let flow = self.on_engine(wake).await;
+                    self.budget.spend(0).await;
+                    flow
+                }
                 Wake::Assessed(result) => self.assessed(result).await,
                 Wake::AssessmentTimedOut => {
                     // The termination grace can last a second: shutdown must

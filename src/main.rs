@@ -121,16 +121,20 @@ fn check_config(file: &Path) -> i32 {
     });
     match checked {
         Ok(config) => {
-            print!("{}", config.to_toml());
+            let mut out = config.to_toml();
             // TOML has no null: say what the keys left unset mean.
             if config.server.state_dir.is_none() {
-                println!(
-                    "# server.state_dir unset: $STATE_DIRECTORY if set, else {DEFAULT_STATE_DIR}"
-                );
+                out.push_str(&format!(
+                    "# server.state_dir unset: $STATE_DIRECTORY if set, else {DEFAULT_STATE_DIR}\n"
+                ));
             }
             if config.interview.script.is_none() {
-                println!("# interview.script unset: the built-in script");
+                out.push_str("# interview.script unset: the built-in script\n");
             }
+            // Written, not printed: `check-config | head` closes the pipe
+            // early, and that is not an error worth a panic.
+            use std::io::Write;
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
             exit::OK
         }
         Err(e) => {

@@ -49,6 +49,13 @@ impl Daemon {
         Daemon::launch(config, true, customize)
     }
 
+    /// Like [`Daemon::start`], in a directory the caller prepared: its
+    /// `state` entry (a directory, or a link to one such as a mount point)
+    /// is the state directory. The configuration file goes next to it.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Daemon {
+        Daemon::launch_in(dir, config, true, |_| {})
+    }
+
     /// Starts the daemon again, after it has exited, on the same state
     /// directory and configuration file (a restart after a crash).
     pub fn restart(mut self) -> Daemon {

@@ -232,6 +232,141 @@ pub async fn websocket(
     Ok(ws)
 }
 
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<u64>,
+}
+
+/// POSTs a JSON body with `Authorization: Bearer KEY` and reads the whole
+/// answer (at most `max_body` bytes; `Content-Length`, chunked, or up to
+/// the close). Async on the executor: dropping the future abandons the
+/// request and closes the connection.
+pub async fn post_json(
+    endpoint: &Endpoint,
+    tls: &Arc<ClientConfig>,
+    key: &Secret,
+    body: &[u8],
+    max_body: usize,
+) -> Result<HttpResponse, String> {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect(endpoint, tls)
+        .await
+        .map_err(|e| format!("cannot connect to {}:{}: {e}", endpoint.host, endpoint.port))?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: interviewd/{}\r\n\r\n",
+        endpoint.target,
+        bracket(&endpoint.host),
+        key.expose(),
+        body.len(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    let io = |e: io::Error| format!("HTTP exchange with {} failed: {e}", endpoint.host);
+    stream.write_all(head.as_bytes()).await.map_err(io)?;
+    stream.write_all(body).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let limit = max_body + 64 * 1024;
+    let mut buf = Vec::with_capacity(8 * 1024);
+    let mut chunk = [0u8; 8 * 1024];
+    let (status, head_len, length, chunked, retry_after) = loop {
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(format!(
+                "{} closed the connection before answering",
+                endpoint.host
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let header = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .map(str::trim)
+                };
+                let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
+                let chunked = header("transfer-encoding")
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+                let retry = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+                break (response.code.unwrap_or(0), len, length, chunked, retry);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => continue,
+            Ok(httparse::Status::Partial) => return Err("HTTP response head too large".into()),
+            Err(e) => return Err(format!("malformed HTTP response: {e}")),
+        }
+    };
+    let mut raw = buf.split_off(head_len);
+    loop {
+        let done = match (length, chunked) {
+            (_, true) => dechunk(&raw)?.is_some(),
+            (Some(len), false) => raw.len() >= len,
+            (None, false) => false,
+        };
+        if done {
+            break;
+        }
+        if raw.len() > limit {
+            return Err(format!("the HTTP answer is larger than {max_body} bytes"));
+        }
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            if length.is_none() && !chunked {
+                break;
+            }
+            return Err(format!(
+                "{} closed the connection mid-answer",
+                endpoint.host
+            ));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let body = if chunked {
+        dechunk(&raw)?.unwrap_or_default()
+    } else {
+        raw.truncate(length.unwrap_or(raw.len()));
+        raw
+    };
+    if body.len() > max_body {
+        return Err(format!("the HTTP answer is larger than {max_body} bytes"));
+    }
+    Ok(HttpResponse {
+        status,
+        body,
+        retry_after,
+    })
+}
+
+/// Decodes a chunked body; `None` while it is incomplete.
+fn dechunk(raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(eol) = raw[at..].windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&raw[at..at + eol]).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size `{line}`"))?;
+        at += eol + 2;
+        if size == 0 {
+            return Ok(Some(out));
+        }
+        if raw.len() < at + size + 2 {
+            return Ok(None);
+        }
+        out.extend_from_slice(&raw[at..at + size]);
+        at += size + 2;
+    }
+}
+
 fn bracket(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
@@ -303,6 +438,16 @@ mod tests {
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("wss://user:pw@x/").is_err());
         assert!(Endpoint::parse("wss://x:notaport/").is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_decode_when_whole() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap(),
+            Some(b"hello world".to_vec())
+        );
+        assert_eq!(dechunk(b"5\r\nhel").unwrap(), None);
+        assert!(dechunk(b"zz\r\n").is_err());
     }
 
     #[test]

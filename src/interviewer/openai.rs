@@ -244,7 +244,7 @@ impl Relay {
 
     /// Waits for the next thing from the upstream side. Cancel-safe: it
     /// only reads and waits; everything it does is done in
-    /// [`Relay::on_wake`].
+    /// `Relay::on_wake`.
     pub async fn wake(&mut self) -> Wake {
         let started = self.started;
         let s = &self.settings;

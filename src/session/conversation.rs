@@ -94,7 +94,7 @@ impl Session {
         let mut pending: Vec<Message> = Vec::new();
         for output in outputs {
             match output {
-                Output::Send(event) => pending.push(self.stamped(event)),
+                Output::Send(event) => pending.extend(self.for_client(event)),
                 Output::Frame(text) => pending.push(Message::text(text)),
                 Output::Transcript { item, answers } => {
                     self.send_messages(std::mem::take(&mut pending)).await;

@@ -93,8 +93,42 @@ impl Session {
     /// Sends events as one write. A client that cannot take them within
     /// `limits.send_timeout` is treated as gone.
     pub(super) async fn send_all(&mut self, events: Vec<Value>) {
-        let messages = events.into_iter().map(|e| self.stamped(e)).collect();
+        let messages = events
+            .into_iter()
+            .flat_map(|e| self.for_client(e))
+            .collect();
         self.send_messages(messages).await;
+    }
+
+    /// An event as the client gets it. A client that connected with
+    /// `?interview_events=0` knows only the Realtime API's events: our
+    /// `interview.*` events are left out, keepalives become WebSocket pings
+    /// and the report a last assistant message.
+    pub(super) fn for_client(&self, event: Value) -> Vec<Message> {
+        let ty = event["type"].as_str().unwrap_or("");
+        if self.interview_events || !ty.starts_with("interview.") {
+            return vec![self.stamped(event)];
+        }
+        let text = match ty {
+            "interview.keepalive" => return vec![Message::Ping(Default::default())],
+            "interview.assessment.completed" => {
+                let summary = event["report"]["summary"].as_str().unwrap_or("");
+                format!("Your interview has been assessed. {summary}")
+            }
+            "interview.assessment.failed" => {
+                "Your interview has been recorded; its assessment could not be completed.".into()
+            }
+            _ => return Vec::new(),
+        };
+        let item = crate::protocol::Item {
+            id: self.ids.next("item"),
+            role: crate::protocol::Role::Assistant,
+            text,
+        };
+        crate::protocol::user_item_added(&item, self.items.last_id())
+            .into_iter()
+            .map(|e| self.stamped(e))
+            .collect()
     }
 
     /// An event as a text frame, with its `event_id`.

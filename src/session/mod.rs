@@ -236,10 +236,16 @@ async fn serve(
     })
     .await;
     drop(handshake);
-    let (ws, client, _slot) = match upgrade {
+    let (ws, client, _slot, interview_events) = match upgrade {
         Upgrade::Done(Ok(accepted)) => {
             let (ws, request, slot) = *accepted;
-            (ws, client_of(&request.forwarded_for), slot)
+            let interview_events = !query_flag_off(request.query.as_deref(), "interview_events");
+            (
+                ws,
+                client_of(&request.forwarded_for),
+                slot,
+                interview_events,
+            )
         }
         Upgrade::Done(Err(HandshakeError::Refused(refusal))) => {
             log_limited!(
@@ -279,7 +285,7 @@ async fn serve(
     };
     shared.phase.set(Phase::Interview);
     shared.last_activity.set(Instant::now());
-    let mut session = Session::new(shared.clone(), env.clone(), ws);
+    let mut session = Session::new(shared.clone(), env.clone(), ws, interview_events);
     if client == peer.ip() {
         log::info!("session {} started for {peer}", shared.id);
     } else {
@@ -399,6 +405,9 @@ struct Session {
     budget: Budget,
     /// When the session expires, as `session.created` says (Unix seconds).
     expires_at: u64,
+    /// False when the client asked for the Realtime API's events only
+    /// (`?interview_events=0`): see `Session::for_client`.
+    interview_events: bool,
     invalid_streak: u32,
     /// How the client was lost, when a write to it failed.
     lost: Option<Lost>,
@@ -407,7 +416,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(shared: Rc<Shared>, env: Env, ws: Ws) -> Session {
+    fn new(shared: Rc<Shared>, env: Env, ws: Ws, interview_events: bool) -> Session {
         let interviewer = Interviewer::new(
             env.config.interview.engine,
             env.script.clone(),
@@ -433,6 +442,7 @@ impl Session {
             items: Items::default(),
             transcript_bytes: 0,
             rate,
+            interview_events,
             expires_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
@@ -530,4 +540,13 @@ fn frame_len(frame: &Option<Result<Message, WsError>>) -> usize {
         Some(Ok(m)) => m.len(),
         _ => 0,
     }
+}
+
+/// Whether the query string sets `name` to `0` or `false`.
+fn query_flag_off(query: Option<&str>, name: &str) -> bool {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.split_once('='))
+        .any(|(k, v)| k == name && matches!(v, "0" | "false"))
 }

@@ -224,7 +224,10 @@ fn print_report(report: &Value) {
     if let Some(score) = report["overall_score"].as_u64() {
         println!(
             "Overall: {score}/100 ({})",
-            report["band"].as_str().unwrap_or("-")
+            report["recommendation"]
+                .as_str()
+                .unwrap_or("-")
+                .replace('_', " ")
         );
     }
     if let Some(summary) = report["summary"].as_str() {
@@ -237,7 +240,7 @@ fn print_report(report: &Value) {
                 .as_u64()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into());
-            println!("  {score:>3}  {}", q["id"].as_str().unwrap_or("?"));
+            println!("  {score:>3}  {}", q["question_id"].as_str().unwrap_or("?"));
             if let Some(reasons) = q["reasons"].as_array() {
                 for r in reasons {
                     println!("       {}", r.as_str().unwrap_or_default());
@@ -245,7 +248,7 @@ fn print_report(report: &Value) {
             }
         }
     } else {
-        // A `command` assessor's report has no fixed shape: show it whole.
+        // Not the report format (docs/report.schema.json): show it whole.
         println!(
             "{}",
             serde_json::to_string_pretty(report).unwrap_or_default()

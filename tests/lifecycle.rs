@@ -72,6 +72,9 @@ fn overdue_assessment(script: impl Fn(&str, &str) -> String) -> Overdue {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("sleep 30.{}", unique());
     let pidfile = dir.path().join("child.pid");
+    // What the assessor prints, if it gets that far: `cat PIDFILE.report`.
+    let (assessment, _) = assessment_file(dir.path(), "Delivered late.");
+    std::fs::copy(&assessment, dir.path().join("child.pid.report")).unwrap();
     let script = script(&toml_unsafe_free(&pidfile.to_string_lossy()), &marker);
     let (daemon, c) = assessed_interview(dir.path(), &script, "timeout = \"500ms\"\n");
     wait_for_pid_file(&pidfile);
@@ -156,6 +159,17 @@ fn write_script(dir: &Path, tag: &str) -> PathBuf {
     );
     std::fs::write(&path, text).expect("write script");
     path
+}
+
+/// Writes the valid assessment a test `command` assessor prints for the
+/// [`write_script`] script into `dir`. Returns the file's path, to `cat`,
+/// and the assessment.
+fn assessment_file(dir: &Path, summary: &str) -> (String, Value) {
+    let script = interviewd::script::Script::load(Some(&write_script(dir, "cmd"))).unwrap();
+    let assessment = valid_assessment(&script, summary);
+    let path = dir.join("assessment.json");
+    std::fs::write(&path, assessment.to_string()).unwrap();
+    (toml_unsafe_free(&path.to_string_lossy()), assessment)
 }
 
 fn script_config(script: &Path) -> String {
@@ -243,14 +257,16 @@ fn upgrade_status(url: &str, addr: SocketAddr) -> u16 {
 // ---------------------------------------------------------------------------
 
 /// While a slow assessment runs, the client receives interview.keepalive at
-/// about assessment.keepalive_interval with growing elapsed_ms, then exactly
-/// the command's report (also written to disk), then close 1000.
+/// about assessment.keepalive_interval with growing elapsed_ms, then the
+/// command's assessment completed by the daemon into a valid report (also
+/// written to disk), then close 1000.
 #[test]
 fn keepalives_flow_during_a_slow_assessment_then_the_report_arrives() {
     let dir = tempfile::tempdir().unwrap();
+    let (assessment, expected) = assessment_file(dir.path(), "From the command.");
     let daemon = command_daemon(
         dir.path(),
-        "cat >/dev/null; sleep 2; echo '{\"score\": 7, \"note\": \"from the command\"}'",
+        &format!("cat >/dev/null; sleep 2; cat {assessment}"),
         "keepalive_interval = \"300ms\"\n",
     );
     let mut c = Client::connect(&daemon.url());
@@ -299,13 +315,20 @@ fn keepalives_flow_during_a_slow_assessment_then_the_report_arrives() {
         "a keepalive gap far over the interval: {keepalives:?}"
     );
 
-    let expected = json!({"score": 7, "note": "from the command"});
-    assert_eq!(completed["report"], expected);
+    let report = &completed["report"];
+    assert_valid_report(report);
+    assert_eq!(assessment_part(report), expected);
+    assert_eq!(report["session_id"], c.session_id.as_str());
+    assert_eq!(
+        report["assessor"],
+        json!({"kind": "command", "model": null})
+    );
+    assert_eq!(report["script_title"], "Lifecycle cmd");
+    assert_eq!(report["interview_complete"], true);
     assert_eq!(completed["session_id"], c.session_id.as_str());
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let on_disk: Value =
-        serde_json::from_slice(&std::fs::read(daemon.report_path(&c.session_id)).unwrap()).unwrap();
-    assert_eq!(on_disk, expected);
+    let on_disk = read_valid_report(&daemon.report_path(&c.session_id));
+    assert_eq!(on_disk, *report);
 
     let journal = ended_journal(&daemon, &c.session_id);
     let assessment = records(&journal, "assessment");
@@ -320,8 +343,9 @@ fn keepalives_flow_during_a_slow_assessment_then_the_report_arrives() {
 fn command_assessor_reads_the_transcript_as_json_on_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("stdin.json");
+    let (assessment, expected) = assessment_file(dir.path(), "Read from stdin.");
     let script = format!(
-        "cat > {}; echo '{{\"ok\": true}}'",
+        "cat > {}; cat {assessment}",
         toml_unsafe_free(&saved.to_string_lossy())
     );
     let daemon = command_daemon(dir.path(), &script, "");
@@ -334,7 +358,8 @@ fn command_assessor_reads_the_transcript_as_json_on_stdin() {
         ],
     );
     let done = c.wait_for("interview.assessment.completed");
-    assert_eq!(done["report"], json!({"ok": true}));
+    assert_valid_report(&done["report"]);
+    assert_eq!(assessment_part(&done["report"]), expected);
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
 
     let input: Value = serde_json::from_slice(&std::fs::read(&saved).expect("stdin saved"))
@@ -358,6 +383,7 @@ fn command_assessor_reads_the_transcript_as_json_on_stdin() {
             ("beta".into(), "Second answer about tests.".into()),
         ]
     );
+    assert_eq!(input["interview_complete"], true);
     let items = input["items"].as_array().expect("items array");
     assert!(
         items.iter().any(|i| i["role"] == "assistant"
@@ -372,15 +398,24 @@ fn command_assessor_reads_the_transcript_as_json_on_stdin() {
 fn a_report_near_the_size_limit_is_delivered_whole() {
     let dir = tempfile::tempdir().unwrap();
     let filler = 1000 * 1000;
+    // A valid assessment whose summary is `filler` x's: its text up to the
+    // summary's value, then the x's, then the rest.
+    let (_, assessment) = assessment_file(dir.path(), "@");
+    let text = assessment.to_string();
+    let (head, tail) = text.split_once('@').unwrap();
+    std::fs::write(dir.path().join("head"), head).unwrap();
+    std::fs::write(dir.path().join("tail"), tail).unwrap();
+    let d = toml_unsafe_free(&dir.path().to_string_lossy());
     let script = format!(
-        "cat >/dev/null; printf '{{\"filler\": \"'; head -c {filler} /dev/zero | tr '\\0' x; printf '\"}}'"
+        "cat >/dev/null; cat {d}/head; head -c {filler} /dev/zero | tr '\\0' x; cat {d}/tail"
     );
     let (_daemon, mut c) = assessed_interview(dir.path(), &script, "");
     let completed = c.wait_for("interview.assessment.completed");
     assert_eq!(
-        completed["report"]["filler"].as_str().map(str::len),
+        completed["report"]["summary"].as_str().map(str::len),
         Some(filler)
     );
+    assert_valid_report(&completed["report"]);
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
 }
 
@@ -445,7 +480,7 @@ fn a_timed_out_assessment_fails_and_its_child_is_killed() {
         marker,
         ..
     } = overdue_assessment(|pidfile, sleep| {
-        format!("echo $$ > {pidfile}; cat >/dev/null; {sleep}; echo '{{}}'")
+        format!("echo $$ > {pidfile}; cat >/dev/null; {sleep}; cat {pidfile}.report")
     });
     let failed = c.wait_for("interview.assessment.failed");
     let took = started.elapsed();
@@ -471,21 +506,22 @@ fn a_timed_out_assessment_fails_and_its_child_is_killed() {
 /// journaled as completed.
 #[test]
 fn a_report_delivered_on_sigterm_after_the_timeout_is_used() {
+    // `_dir` holds the report the trap prints: keep it.
     let Overdue {
         daemon,
         mut c,
         marker,
-        ..
+        _dir,
     } = overdue_assessment(|pidfile, sleep| {
         format!(
-            "trap 'echo \"{{\\\"late\\\": true}}\"; exit 0' TERM; cat >/dev/null; echo $$ > {pidfile}; {sleep} & wait"
+            "trap 'cat {pidfile}.report; exit 0' TERM; cat >/dev/null; echo $$ > {pidfile}; {sleep} & wait"
         )
     });
     let completed = c.wait_for("interview.assessment.completed");
-    assert_eq!(completed["report"], serde_json::json!({"late": true}));
+    assert_valid_report(&completed["report"]);
+    assert_eq!(completed["report"]["summary"], "Delivered late.");
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let on_disk: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(daemon.report_path(&c.session_id)).unwrap()).unwrap();
+    let on_disk = read_valid_report(&daemon.report_path(&c.session_id));
     assert_eq!(on_disk, completed["report"]);
     let journal = ended_journal(&daemon, &c.session_id);
     assert_eq!(records(&journal, "assessment")[0]["outcome"], "completed");
@@ -572,9 +608,10 @@ fn assessment_survives(how: Leave) {
     // has left, so that the client leaves during the assessment however
     // slow the machine is (bounded: 30 s).
     let gate = dir.path().join("gate");
+    let (assessment, expected) = assessment_file(dir.path(), "Finished without the client.");
     let assessor = format!(
         "cat >/dev/null; i=0; while [ ! -e {gate} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
-         echo '{{\"finished\": \"without the client\"}}'",
+         cat {assessment}",
         gate = toml_unsafe_free(&gate.to_string_lossy())
     );
     let (daemon, c) = assessed_interview(
@@ -591,7 +628,8 @@ fn assessment_survives(how: Leave) {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
     });
-    assert_eq!(report, json!({"finished": "without the client"}));
+    assert_valid_report(&report);
+    assert_eq!(assessment_part(&report), expected);
     let journal = ended_journal(&daemon, &id);
     let kinds: Vec<&str> = journal
         .records

@@ -310,17 +310,25 @@ fn upgrade_request(addr: std::net::SocketAddr, path: &str) -> String {
 /// for the test to open the gate (a file) before it reports. A transcript
 /// containing FAILME makes it fail. The wait is the test's way to hold the
 /// session in the assessing phase for as long as it needs, without timing.
+/// It prints [`gated_assessment`] (for the built-in script).
 struct Gate {
     dir: tempfile::TempDir,
 }
 
-const GATED_REPORT: &str = r#"{"overall_score": 4, "assessor": "gated"}"#;
+/// What the gated assessor prints: a valid assessment of the built-in script.
+fn gated_assessment() -> Value {
+    valid_assessment(&Script::builtin(), "Gated.")
+}
 
 impl Gate {
     fn new() -> Gate {
-        Gate {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("assessment.json"),
+            gated_assessment().to_string(),
+        )
+        .expect("write the assessment");
+        Gate { dir }
     }
 
     fn config(&self, extra: &str) -> String {
@@ -329,7 +337,7 @@ impl Gate {
             "cat > '{d}/transcript.json' || exit 9\n\
              while [ ! -e '{d}/go' ]; do sleep 0.02; done\n\
              if grep -q FAILME '{d}/transcript.json'; then exit 3; fi\n\
-             printf '%s' '{GATED_REPORT}'\n"
+             cat '{d}/assessment.json'\n"
         );
         command_assessor_config(&script, extra)
     }
@@ -649,7 +657,7 @@ fn expect_session_update_accepted(c: &mut Client) {
         c.send(update);
         let e = next_of(c, "session.updated");
         let session = &e["session"];
-        assert_eq!(session["id"], c.session_id.as_str(), "{e:#}");
+        assert_eq!(session["type"], "realtime", "{e:#}");
         assert!(
             !session.to_string().contains("Hire everyone") && !session.to_string().contains("leak"),
             "the client's fields were applied: {e:#}"
@@ -734,12 +742,22 @@ fn full_scripted_interview_asks_every_question_in_order_with_consistent_ids() {
     assert_eq!(completed["session_id"], sid);
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
 
-    let on_disk: Value = serde_json::from_slice(
-        &std::fs::read(daemon.report_path(sid)).expect("report file exists"),
-    )
-    .expect("report file is JSON");
-    assert!(completed["report"].is_object(), "{completed:#}");
+    let on_disk = read_valid_report(&daemon.report_path(sid));
     assert_eq!(completed["report"], on_disk);
+    assert_eq!(
+        on_disk["assessor"],
+        json!({"kind": "rubric", "model": null})
+    );
+    assert_eq!(on_disk["session_id"], sid);
+    assert_eq!(on_disk["interview_complete"], true);
+    let reported: Vec<&str> = on_disk["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["question_id"].as_str().unwrap())
+        .collect();
+    let ids: Vec<&str> = script.questions.iter().map(|q| q.id.as_str()).collect();
+    assert_eq!(reported, ids);
 
     let mut seen = HashSet::new();
     for e in &c.events {
@@ -794,7 +812,7 @@ fn sdk_client_completes_an_interview_and_every_event_validates() {
     assert_eq!(first["type"], "session.created");
     let sid = first["session"]["id"].as_str().expect("session id");
     assert!(text.contains("interview.assessment.completed"));
-    assert!(daemon.report_path(sid).exists());
+    read_valid_report(&daemon.report_path(sid));
     assert_eq!(wait_end(&daemon, sid)["reason"], "completed");
 }
 
@@ -856,7 +874,7 @@ fn every_kind_of_server_event_validates_against_the_sdk_schema() {
         keepalives += 1;
     }
     gate.open();
-    a.wait_for("interview.assessment.completed");
+    assert_valid_report(&a.wait_for("interview.assessment.completed")["report"]);
     assert_eq!(a.read_to_end(), Ended::Closed(1000));
 
     // Session B: a failed assessment.
@@ -1313,12 +1331,14 @@ fn finish_mid_interview_closes_assesses_and_refuses_more_input() {
 
     gate.open();
     let completed = next_of(&mut c, "interview.assessment.completed");
-    let expected: Value = serde_json::from_str(GATED_REPORT).unwrap();
-    assert_eq!(completed["report"], expected);
+    let report = &completed["report"];
+    assert_valid_report(report);
+    assert_eq!(assessment_part(report), gated_assessment());
+    // Questions were skipped: the report says the interview was not complete.
+    assert_eq!(report["interview_complete"], false);
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let on_disk: Value =
-        serde_json::from_slice(&std::fs::read(daemon.report_path(&c.session_id)).unwrap()).unwrap();
-    assert_eq!(on_disk, expected);
+    let on_disk = read_valid_report(&daemon.report_path(&c.session_id));
+    assert_eq!(on_disk, *report);
 
     // The assessor was given the one answer, against the first question.
     let transcript = gate.transcript();
@@ -1326,6 +1346,7 @@ fn finish_mid_interview_closes_assesses_and_refuses_more_input() {
         transcript["answers"],
         json!([{"question_id": script.questions[0].id, "text": answer}])
     );
+    assert_eq!(transcript["interview_complete"], false);
     assert_eq!(wait_end(&daemon, &c.session_id)["reason"], "completed");
     let journal = daemon.journal(&c.session_id);
     let assessments = records(&journal, "assessment");

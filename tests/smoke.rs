@@ -14,9 +14,13 @@ fn a_full_interview_completes_and_closes_with_1000() {
         "I built a service with my team, designed the storage and shipped it to users.",
     );
     let done = client.wait_for("interview.assessment.completed");
-    assert!(done["report"]["overall_score"].is_u64());
+    assert_valid_report(&done["report"]);
+    assert_eq!(done["report"]["interview_complete"], true);
     assert_eq!(client.read_to_end(), Ended::Closed(1000));
-    assert!(daemon.report_path(&client.session_id).exists());
+    assert_eq!(
+        read_valid_report(&daemon.report_path(&client.session_id)),
+        done["report"]
+    );
     let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
     let journal = daemon.journal(&client.session_id);

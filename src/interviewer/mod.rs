@@ -225,6 +225,19 @@ impl CandidateChoices {
     }
 }
 
+/// `session.updated` for a client: the session as `session.created` showed
+/// it, without the fields the GA `session.updated` does not carry in the
+/// SDKs' types (`id`, `object`, `expires_at`), so that strict clients
+/// accept it.
+pub fn session_updated(mut session: Value) -> Value {
+    if let Some(s) = session.as_object_mut() {
+        for key in ["id", "object", "expires_at"] {
+            s.remove(key);
+        }
+    }
+    json!({"type": "session.updated", "session": session})
+}
+
 /// The GA session object's shape with what an engine fills in.
 pub fn session_object(
     session_id: &str,

@@ -710,10 +710,9 @@ impl Relay {
                         "type": "realtime", "output_modalities": self.modalities}});
                     self.forward(update.to_string(), &mut out).await;
                 }
-                out.push(Output::Send(json!({
-                    "type": "session.updated",
-                    "session": self.session_object(ctx.session_id, ctx.expires_at),
-                })));
+                out.push(Output::Send(super::session_updated(
+                    self.session_object(ctx.session_id, ctx.expires_at),
+                )));
             }
             ClientEvent::CreateItem { .. } | ClientEvent::DeleteItem { .. } => {}
         }

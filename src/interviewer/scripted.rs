@@ -128,10 +128,7 @@ impl Scripted {
                 // modality and audio format change nothing, and the
                 // operator's fields are not the candidate's to change.
                 let _ = CandidateChoices::from_update(&session);
-                vec![Output::Send(serde_json::json!({
-                    "type": "session.updated",
-                    "session": self.session_object(ctx.session_id, ctx.expires_at),
-                }))]
+                vec![Output::Send(super::session_updated(self.session_object(ctx.session_id, ctx.expires_at)))]
             }
             ClientEvent::Audio { kind } => vec![Output::Refuse(ProtocolError::invalid(
                 "unsupported_audio",

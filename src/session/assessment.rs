@@ -25,16 +25,21 @@ impl Session {
             .answers()
             .map(|(q, text)| (q.to_owned(), text.to_owned()))
             .collect();
+        // Whether every question was answered, or the interview ended
+        // early (interview.finish); the report's `interview_complete`.
+        let interview_complete = assessor::interview_complete(&self.env.script, &answers);
         let transcript = json!({
             "session_id": &*self.shared.id,
             "script": &*self.env.script,
             "answers": answers.iter().map(|(q, t)| json!({"question_id": q, "text": t})).collect::<Vec<_>>(),
             "items": self.items.iter().map(|i| json!({"item_id": i.id, "role": i.role.as_str(), "text": i.text})).collect::<Vec<_>>(),
+            "interview_complete": interview_complete,
         });
         let input = assessor::Input {
             session_id: self.shared.id.to_string(),
             script: self.env.script.clone(),
             answers,
+            interview_complete,
             transcript,
         };
         let started = assessor::start(

@@ -490,3 +490,52 @@ pub fn records<'a>(t: &'a interviewd::journal::Transcript, kind: &str) -> Vec<&'
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Checks a report against docs/report.schema.json with the daemon's own
+/// validator; panics naming every problem.
+pub fn assert_valid_report(report: &Value) {
+    if let Err(e) = interviewd::assessor::report::validate(report) {
+        panic!("the report breaks docs/report.schema.json: {e}\nreport: {report:#}");
+    }
+}
+
+/// Reads a report file, checks it against the schema and returns it.
+pub fn read_valid_report(path: &Path) -> Value {
+    let bytes = std::fs::read(path)
+        .unwrap_or_else(|e| panic!("cannot read report {}: {e}", path.display()));
+    let report: Value = serde_json::from_slice(&bytes).expect("the report file is JSON");
+    assert_valid_report(&report);
+    report
+}
+
+/// The assessment fields a `command` assessor prints for `script`, valid
+/// for any answers: one entry per question, no evidence.
+pub fn valid_assessment(script: &interviewd::script::Script, summary: &str) -> Value {
+    let questions: Vec<Value> = script
+        .questions
+        .iter()
+        .map(|q| {
+            json!({"question_id": q.id, "question": q.text, "score": 60,
+                   "reasons": ["a test assessor"], "evidence": []})
+        })
+        .collect();
+    json!({
+        "summary": summary,
+        "questions": questions,
+        "overall_score": 60,
+        "recommendation": "yes",
+    })
+}
+
+/// The fields of `report` an assessor provides (the rest are the daemon's).
+pub fn assessment_part(report: &Value) -> Value {
+    let keep = ["summary", "questions", "overall_score", "recommendation"];
+    let fields = report
+        .as_object()
+        .expect("a report is an object")
+        .iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Value::Object(fields)
+}

@@ -61,6 +61,11 @@ const MAX_UPSTREAM_MESSAGE: usize = 4 * 1024 * 1024;
 /// conversation order.
 const TRANSCRIPTION_WAIT: Duration = Duration::from_secs(5);
 
+/// Prefix of the ids of items the relay adds upstream (its system notes,
+/// function outputs, a replayed conversation): the upstream's events about
+/// them are not the candidate's business and are not forwarded.
+const OWN_ITEM: &str = "item_ivd";
+
 /// Fatal upstream error codes: retrying will not help.
 const FATAL_CODES: [&str; 4] = [
     "invalid_api_key",
@@ -144,6 +149,11 @@ pub struct Relay {
     connecting: Option<Connecting>,
     /// The upstream has sent `session.created` and has our configuration.
     configured: bool,
+    /// Some upstream has taken this session before: a new one is a
+    /// reconnection (replay the conversation), not the start.
+    connected_once: bool,
+    /// Numbers the items the relay itself adds upstream (see [`OWN_ITEM`]).
+    own_items: u64,
     reconnects: u32,
     /// Client frames waiting for a configured upstream, in order.
     queue: VecDeque<String>,
@@ -177,6 +187,8 @@ impl Relay {
             upstream: None,
             connecting: None,
             configured: false,
+            connected_once: false,
+            own_items: 0,
             reconnects: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -357,9 +369,9 @@ impl Relay {
         if self.ending == Ending::Over {
             return;
         }
-        let first_connect = self.reconnects == 0
-            && self.started.elapsed() < self.settings.connect_timeout * 2
-            && !self.ever_configured();
+        // Before any upstream ever took the session, connect_with_retries
+        // has already spent openai.connect_timeout retrying.
+        let first_connect = !self.connected_once;
         if !first_connect && self.reconnects < MAX_RECONNECTS && !self.is_fatal(why) {
             self.reconnects += 1;
             log::warn!(
@@ -369,7 +381,12 @@ impl Relay {
             self.start_connecting();
             return;
         }
-        log::warn!("upstream unavailable: {why}");
+        if self.is_fatal(why) || why.contains("HTTP 401") || why.contains("HTTP 403") {
+            // A bad key or quota breaks every session: an operator must act.
+            log::error!("upstream unavailable: {why}");
+        } else {
+            log::warn!("upstream unavailable: {why}");
+        }
         self.release_held(out);
         out.push(Output::Report(ProtocolError::server(
             "upstream_unavailable",
@@ -377,10 +394,6 @@ impl Relay {
         )));
         self.failed = Some(why.to_owned());
         self.end(out);
-    }
-
-    fn ever_configured(&self) -> bool {
-        self.question > 0 || self.reconnects > 0 || self.wrap_up_sent
     }
 
     fn is_fatal(&self, why: &str) -> bool {
@@ -501,13 +514,40 @@ impl Relay {
                 log::debug!("upstream error event: code `{code}`");
                 out.push(Output::Frame(text.to_owned()));
             }
-            _ => {
-                if self.held.is_empty() {
-                    out.push(Output::Frame(text.to_owned()));
-                } else {
-                    self.held.push(Output::Frame(text.to_owned()));
-                }
+            "conversation.item.added"
+            | "conversation.item.done"
+            | "conversation.item.created"
+            | "conversation.item.retrieved"
+            | "conversation.item.deleted"
+                if mentions_own_item(text) => {}
+            // An item that follows one of ours: it follows, for the client,
+            // the last item the client knows.
+            _ if text.contains(OWN_ITEM) => {
+                let frame = match serde_json::from_str::<Value>(text) {
+                    Ok(mut v) => {
+                        if v["previous_item_id"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with(OWN_ITEM))
+                        {
+                            v["previous_item_id"] = json!(ctx.items.last_id());
+                        }
+                        v.to_string()
+                    }
+                    Err(_) => text.to_owned(),
+                };
+                self.pass_on(frame, out);
             }
+            _ => self.pass_on(text.to_owned(), out),
+        }
+    }
+
+    /// A frame with no transcript in it: out now, unless frames are held
+    /// (then behind them, to keep the order).
+    fn pass_on(&mut self, frame: String, out: &mut Vec<Output>) {
+        if self.held.is_empty() {
+            out.push(Output::Frame(frame));
+        } else {
+            self.held.push(Output::Frame(frame));
         }
     }
 
@@ -547,7 +587,7 @@ impl Relay {
             // say goodbye unless it already did in this response.
             let call_id = call["call_id"].as_str().unwrap_or("").to_owned();
             let answer = json!({"type": "conversation.item.create", "item": {
-                "type": "function_call_output", "call_id": call_id,
+                "id": self.own_item_id(), "type": "function_call_output", "call_id": call_id,
                 "output": "{\"ok\":true}"}});
             self.send_upstream(Message::text(answer.to_string()), out)
                 .await;
@@ -569,7 +609,8 @@ impl Relay {
         let update = self.session_update();
         self.send_upstream(Message::text(update.to_string()), out)
             .await;
-        let reconnected = self.ever_configured() || !ctx.items.is_empty();
+        let reconnected = self.connected_once || !ctx.items.is_empty();
+        self.connected_once = true;
         if reconnected {
             for item in ctx.items.iter() {
                 let content = match item.role {
@@ -577,7 +618,8 @@ impl Relay {
                     Role::Assistant => json!([{"type": "output_text", "text": item.text}]),
                 };
                 let create = json!({"type": "conversation.item.create", "item": {
-                    "type": "message", "role": item.role.as_str(), "content": content}});
+                    "id": self.own_item_id(), "type": "message", "role": item.role.as_str(),
+                    "content": content}});
                 self.send_upstream(Message::text(create.to_string()), out)
                     .await;
             }
@@ -626,13 +668,20 @@ impl Relay {
         }})
     }
 
+    /// A fresh id for an item the relay adds (at most 32 characters, as the
+    /// API requires).
+    fn own_item_id(&mut self) -> String {
+        self.own_items += 1;
+        format!("{OWN_ITEM}{:020}", self.own_items)
+    }
+
     /// A system note for the interviewer, then a response.
     async fn instruct(&mut self, note: &str, phase: &str, out: &mut Vec<Output>) {
         if phase == "closing" {
             self.ending = Ending::Closing;
         }
         let item = json!({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "system",
+            "id": self.own_item_id(), "type": "message", "role": "system",
             "content": [{"type": "input_text", "text": note}]}});
         self.send_upstream(Message::text(item.to_string()), out)
             .await;
@@ -772,28 +821,62 @@ async fn connect_with_retries(settings: Rc<Settings>) -> Result<Upstream, String
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_UPSTREAM_MESSAGE))
         .max_frame_size(Some(MAX_UPSTREAM_MESSAGE));
+    let mut last: Option<String> = None;
     loop {
         let attempt = upstream::websocket(&settings.endpoint, &settings.tls, &settings.key, config)
             .or(async {
                 Timer::at(deadline).await;
                 Err(format!(
-                    "no connection within openai.connect_timeout ({} s)",
-                    settings.connect_timeout.as_secs()
+                    "no connection within openai.connect_timeout ({} s){}",
+                    settings.connect_timeout.as_secs(),
+                    last.as_deref()
+                        .map(|e| format!("; the last attempt: {e}"))
+                        .unwrap_or_default()
                 ))
             })
             .await;
         match attempt {
             Ok(ws) => return Ok(ws),
-            Err(e) if Instant::now() + backoff >= deadline || e.contains("HTTP 401") => {
-                return Err(e)
+            Err(e) if e.contains("HTTP 401") => return Err(e),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(match &last {
+                    Some(l) if !e.contains(l.as_str()) && e.starts_with("no connection") => {
+                        format!("{e}; the last attempt: {l}")
+                    }
+                    _ => e,
+                })
             }
             Err(e) => {
-                log::debug!("upstream connect failed ({e}); retrying in {backoff:?}");
-                Timer::after(backoff).await;
+                last = Some(e.clone());
+                // The last wait is cut to the deadline, so that the last
+                // attempt is made at it rather than given up before it.
+                let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                log::debug!("upstream connect failed ({e}); retrying in {wait:?}");
+                Timer::after(wait).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
+}
+
+/// Whether an item event is about one of the relay's own items.
+fn mentions_own_item(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct ItemEvent<'a> {
+        #[serde(borrow)]
+        item: Option<ItemId<'a>>,
+        #[serde(borrow)]
+        item_id: Option<Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct ItemId<'a> {
+        #[serde(borrow)]
+        id: Option<Cow<'a, str>>,
+    }
+    serde_json::from_str::<ItemEvent>(text).is_ok_and(|e| {
+        let id = e.item.and_then(|i| i.id).or(e.item_id);
+        id.is_some_and(|id| id.starts_with(OWN_ITEM))
+    })
 }
 
 /// The client event's `event_id`, if it has a usable one.

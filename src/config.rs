@@ -129,6 +129,10 @@ pub struct Assessment {
     pub command: Vec<String>,
     pub timeout: Dur,
     pub keepalive_interval: Dur,
+    /// The `openai` assessor's Responses API endpoint (`https://`, or
+    /// `http://` for local testing, logged as a warning).
+    pub openai_url: String,
+    pub openai_model: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, Default)]
@@ -136,6 +140,7 @@ pub struct Assessment {
 pub enum AssessorKind {
     #[default]
     Rubric,
+    Openai,
     Command,
 }
 
@@ -213,6 +218,8 @@ impl Default for Assessment {
             command: Vec::new(),
             timeout: Dur::secs(120),
             keepalive_interval: Dur::secs(3),
+            openai_url: "https://api.openai.com/v1/responses".into(),
+            openai_model: "gpt-5-mini".into(),
         }
     }
 }
@@ -429,6 +436,19 @@ impl Config {
                 "interview.wrap_up",
                 "must be shorter than interview.max_duration",
             );
+        }
+        match crate::upstream::Endpoint::parse(&self.assessment.openai_url) {
+            Ok(e) if e.url.starts_with("http") => {}
+            Ok(_) => {
+                return invalid(
+                    "assessment.openai_url",
+                    "must be an http:// or https:// URL",
+                )
+            }
+            Err(e) => return invalid("assessment.openai_url", &e),
+        }
+        if self.assessment.openai_model.trim().is_empty() {
+            return invalid("assessment.openai_model", "must be a non-empty name");
         }
         match crate::upstream::Endpoint::parse(&self.openai.url) {
             Ok(e) if e.url.starts_with("ws") => {}

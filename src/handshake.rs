@@ -65,6 +65,8 @@ pub enum HandshakeError {
     Answered(u16),
     /// A valid request the daemon would not take: 503 or 429.
     Refused(Refusal),
+    /// A TLS ClientHello on a plain-text port: closed at once.
+    TlsOnPlainPort,
 }
 
 impl fmt::Display for HandshakeError {
@@ -78,6 +80,9 @@ impl fmt::Display for HandshakeError {
             ),
             HandshakeError::Answered(status) => write!(f, "answered HTTP {status}"),
             HandshakeError::Refused(r) => write!(f, "refused: {r}"),
+            HandshakeError::TlsOnPlainPort => f.write_str(
+                "the client speaks TLS (wss:// or https://) to a plain-text port; closed. Set server.tls_cert and server.tls_key, or connect with ws://",
+            ),
         }
     }
 }
@@ -115,6 +120,8 @@ pub enum Examined {
     NeedMore,
     Answer(Answer),
     Upgrade(Request),
+    /// The bytes are a TLS handshake, on a port that does not speak TLS.
+    Tls,
 }
 
 fn answer(status: u16, body: impl Into<String>) -> Examined {
@@ -126,6 +133,10 @@ fn answer(status: u16, body: impl Into<String>) -> Examined {
 
 /// Decides what to do with the bytes read so far.
 pub fn examine(buf: &[u8]) -> Examined {
+    // A TLS record header: content type 22 (handshake), version 3.x.
+    if buf.first() == Some(&0x16) && buf.get(1).is_none_or(|&b| b == 0x03) {
+        return Examined::Tls;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(buf) {
@@ -227,6 +238,7 @@ pub async fn accept(
             write_response(&mut stream, a.status, &a.body).await?;
             return Err(HandshakeError::Answered(a.status));
         }
+        (Examined::Tls, _) => return Err(HandshakeError::TlsOnPlainPort),
         (Examined::NeedMore, _) => unreachable!("read_head returns a decision"),
     };
     let ticket = match admit(&request) {
@@ -366,7 +378,8 @@ mod tests {
         );
         assert_eq!(status(&GOOD.replace("/v1/realtime", "/")), Some(404));
         assert_eq!(status(&GOOD.replace("GET", "POST")), Some(405));
-        assert_eq!(status("\x16\x03\x01\x02\x00\x01\x00"), Some(400));
+        assert_eq!(examine(b"\x16\x03\x01\x02\x00\x01\x00"), Examined::Tls);
+        assert_eq!(status("\x17\x03\x01\x02\x00\x01\x00"), Some(400));
         assert!(response(426, "").contains("Sec-WebSocket-Version: 13\r\n"));
         assert!(response(429, "").contains("Retry-After: "));
     }

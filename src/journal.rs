@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,7 +106,7 @@ pub fn now_rfc3339() -> String {
 impl Journal {
     /// Starts the writer thread for `dir` (created if missing).
     pub fn start(dir: PathBuf, workers: &mut Workers) -> std::io::Result<Journal> {
-        std::fs::create_dir_all(&dir)?;
+        crate::fsutil::private_dir(&dir)?;
         let (tx, rx) = async_channel::unbounded();
         workers.spawn("journal-writer".into(), WorkerKind::Journal, move || {
             writer(dir, rx)
@@ -287,7 +287,7 @@ fn write_line(
 ) -> std::io::Result<()> {
     if !files.contains_key(&op.session) {
         let path = dir.join(format!("{}.jsonl", op.session));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::fsutil::open_private_append(&path)?;
         let len = file.metadata()?.len();
         if len == 0 {
             *created = true;

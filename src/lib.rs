@@ -18,8 +18,10 @@
 //! - [`connection`]: the client socket as the WebSocket layer reads it,
 //!   one frame at a time, so that grown buffers can be shrunk.
 //! - [`protocol`]: Realtime GA server events and client event parsing.
-//! - [`interviewer`]: interviewer engines (the scripted one).
-//! - [`assessor`], [`rubric`]: assessor engines (rubric, command).
+//! - [`interviewer`]: interviewer engines (scripted, the openai relay).
+//! - [`upstream`]: outgoing TCP, TLS, WebSocket and HTTP connections.
+//! - [`assessor`]: assessor engines (rubric, command, openai) and the report
+//!   format.
 //! - [`journal`]: the transcript writer thread and the transcript reader.
 //! - [`recovery`]: at start, closes transcripts a crash left open.
 //! - [`shutdown`]: the shutdown sequence, one linear function.
@@ -51,7 +53,6 @@ pub mod protocol;
 pub mod ratelog;
 pub mod recovery;
 pub mod rlimit;
-pub mod rubric;
 pub mod script;
 pub mod server;
 pub mod session;

@@ -111,6 +111,12 @@ fn check_config(file: &Path) -> i32 {
                 message: e.to_string(),
             }
         })?;
+        interviewd::server::assessor_settings(&config).map_err(|message| {
+            interviewd::config::ConfigError::Invalid {
+                key: "assessment",
+                message,
+            }
+        })?;
         interviewd::server::relay_settings(&config).map_err(|message| {
             interviewd::config::ConfigError::Invalid {
                 key: "openai",
@@ -168,7 +174,10 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
 
     let state_dir = state_dir(&config);
     let reports_dir = state_dir.join("reports");
-    std::fs::create_dir_all(&reports_dir).map_err(|e| {
+    // The state directory and everything in it is the daemon's alone.
+    interviewd::fsutil::private_dir(&state_dir)
+        .and_then(|()| interviewd::fsutil::private_dir(&reports_dir))
+        .map_err(|e| {
         format!(
             "cannot create state directory {}: {e}",
             reports_dir.display()
@@ -206,6 +215,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
     })?;
 
     let relay = server::relay_settings(&config)?;
+    let assessor_openai = server::assessor_settings(&config)?;
 
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
@@ -235,6 +245,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         signal_thread,
         admission: Default::default(),
         relay,
+        assessor_openai,
     };
     log::info!(
         "interviewd {} state in {}, transcripts in {}",

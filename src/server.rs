@@ -83,6 +83,27 @@ pub struct Daemon {
     /// from the configuration when that engine is configured; rebuilt on
     /// reload. Live sessions keep the one they started with.
     pub relay: Option<Rc<RelaySettings>>,
+    /// The `openai` assessor's settings, likewise.
+    pub assessor_openai: Option<Rc<crate::assessor::openai::Settings>>,
+}
+
+/// Builds the `openai` assessor's settings when the configuration asks for
+/// that assessor. The error never contains the key.
+pub fn assessor_settings(
+    config: &Config,
+) -> Result<Option<Rc<crate::assessor::openai::Settings>>, String> {
+    if config.assessment.kind != crate::config::AssessorKind::Openai {
+        return Ok(None);
+    }
+    let settings = crate::assessor::openai::Settings::from_config(config)
+        .map_err(|e| format!("[assessment] openai: {e}"))?;
+    if !settings.endpoint.secure {
+        log::warn!(
+            "assessment.openai_url is {} (not https://): the API key and the transcripts cross the network unencrypted; use this for local testing only",
+            settings.endpoint.url
+        );
+    }
+    Ok(Some(Rc::new(settings)))
 }
 
 /// Builds the `openai` engine's settings when the configuration asks for
@@ -282,6 +303,7 @@ fn spawn_session(
         events: events.clone(),
         admission: daemon.admission.clone(),
         relay: daemon.relay.clone(),
+        assessor_openai: daemon.assessor_openai.clone(),
     };
     let task = ex.spawn(session::run(
         key,
@@ -367,7 +389,15 @@ fn reload(daemon: &mut Daemon) {
             return;
         }
     };
+    let assessor_openai = match assessor_settings(&config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            log::error!("SIGHUP: reload refused, keeping the current configuration: {e}");
+            return;
+        }
+    };
     daemon.relay = relay;
+    daemon.assessor_openai = assessor_openai;
     let mut changed = changed_keys(&daemon.config, &config);
     if script != *daemon.script {
         changed.push("interview script contents".into());

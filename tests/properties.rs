@@ -23,6 +23,8 @@ fn decided(bytes: &[u8]) -> bool {
             assert!(r.head_len <= bytes.len());
             true
         }
+        // Closed at once.
+        Examined::Tls => true,
     }
 }
 

@@ -46,7 +46,7 @@ impl Session {
             &self.assessor,
             input,
             self.env.reports_dir.to_path_buf(),
-            &mut self.env.workers.borrow_mut(),
+            &self.env.workers,
             &self.env.children,
         );
         let job = match started {

@@ -144,6 +144,8 @@ pub struct Env {
     pub admission: Rc<RefCell<Admission>>,
     /// The `openai` engine's settings, when it is configured.
     pub relay: Option<Rc<crate::interviewer::openai::Settings>>,
+    /// The `openai` assessor's settings, when it is configured.
+    pub assessor_openai: Option<Rc<crate::assessor::openai::Settings>>,
 }
 
 /// Writes the end line of a session cancelled by drop.
@@ -254,6 +256,14 @@ async fn serve(
                 "refused {peer}: {refusal} (sessions: {} live, {} per address)",
                 limits.max_sessions,
                 limits.max_sessions_per_ip
+            );
+            return;
+        }
+        Upgrade::Done(Err(e @ HandshakeError::TlsOnPlainPort)) => {
+            log_limited!(
+                log::Level::Info,
+                "tls on plain port",
+                "connection from {peer}: {e}"
             );
             return;
         }
@@ -422,7 +432,7 @@ impl Session {
             env.script.clone(),
             env.relay.clone(),
         );
-        let assessor = Assessor::from_config(&env.config);
+        let assessor = Assessor::from_config(&env.config, env.assessor_openai.as_ref());
         let conversation_id = format!("conv_{}", &shared.id[5..21]);
         let limits = &env.config.limits;
         let rate = RateLimit::new(

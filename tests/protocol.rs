@@ -8,11 +8,9 @@ mod common;
 use common::*;
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use interviewd::script::Script;
@@ -351,75 +349,6 @@ impl Gate {
             .expect("the assessor recorded its transcript");
         serde_json::from_str(&text).expect("transcript is JSON")
     }
-}
-
-/// Runs a command to completion with a deadline (its whole process group is
-/// killed when the deadline passes); returns status, stdout and stderr.
-fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> (ExitStatus, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let pump = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = pump(Box::new(child.stdout.take().unwrap()));
-    let err = pump(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not finish within {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                out.join().unwrap(),
-                err.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Sets up the Python peer's venv (once; a file lock keeps parallel tests
-/// from installing at the same time) and returns its python. Fails the test,
-/// with the setup output, if setup fails.
-fn peer_python() -> PathBuf {
-    let venv = repo().join("target/realtime-peer");
-    let lock = repo().join("target/realtime-peer.lock");
-    let (status, out, err) = run_with_deadline(
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec flock -w 600 "$1" bash "$2" "$3""#)
-            .arg("sh")
-            .arg(&lock)
-            .arg(repo().join("tests/peer/setup.sh"))
-            .arg(&venv)
-            .current_dir(repo()),
-        Duration::from_secs(900),
-    );
-    assert!(
-        status.success(),
-        "tests/peer/setup.sh failed ({status}); stdout:\n{out}\nstderr:\n{err}"
-    );
-    let python = venv.join("bin/python");
-    assert!(python.exists(), "no {} after setup", python.display());
-    python
 }
 
 /// Runs tests/peer/validate_events.py on a file of JSON lines.

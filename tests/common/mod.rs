@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -538,4 +539,124 @@ pub fn assessment_part(report: &Value) -> Value {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Value::Object(fields)
+}
+
+/// Runs a command to completion with a deadline (its whole process group is
+/// killed when the deadline passes); returns status, stdout and stderr.
+pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pump = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = pump(Box::new(child.stdout.take().unwrap()));
+    let err = pump(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                out.join().unwrap(),
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Sets up the Python peer's venv (once; a file lock keeps parallel tests
+/// from installing at the same time) and returns its python. Fails the test,
+/// with the setup output, if setup fails.
+pub fn peer_python() -> PathBuf {
+    let venv = repo().join("target/realtime-peer");
+    let lock = repo().join("target/realtime-peer.lock");
+    let (status, out, err) = run_with_deadline(
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec flock -w 600 "$1" bash "$2" "$3""#)
+            .arg("sh")
+            .arg(&lock)
+            .arg(repo().join("tests/peer/setup.sh"))
+            .arg(&venv)
+            .current_dir(repo()),
+        Duration::from_secs(900),
+    );
+    assert!(
+        status.success(),
+        "tests/peer/setup.sh failed ({status}); stdout:\n{out}\nstderr:\n{err}"
+    );
+    let python = venv.join("bin/python");
+    assert!(python.exists(), "no {} after setup", python.display());
+    python
+}
+
+/// A Python peer (a mock server) started from tests/peer, owned by the
+/// test: killed with its process group when dropped.
+pub struct Peer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    /// Starts `python tests/peer/SCRIPT ARGS...` and waits (bounded) for its
+    /// `listening on ADDR` line.
+    pub fn start(script: &str, args: &[&str]) -> Peer {
+        let python = peer_python();
+        let mut child = Command::new(python)
+            .arg(repo().join("tests/peer").join(script))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {script}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Ends at the peer's EOF, i.e. when the Peer kills it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(WAIT) {
+            Ok(a) => a.parse().expect("peer address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{script} did not say where it listens");
+            }
+        };
+        Peer { child, addr }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the peer's own process group.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
 }

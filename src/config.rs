@@ -38,6 +38,10 @@ pub struct Server {
     /// names the client; per-address limits then apply to that client. A
     /// trusted proxy itself is not limited per address, only in total.
     pub trusted_proxies: Vec<Cidr>,
+    /// PEM certificate chain and private key: when both are set the
+    /// listener speaks TLS only (`wss://`, `https://`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -200,6 +204,8 @@ impl Default for Server {
                 "127.0.0.1".parse().expect("valid literal"),
                 "::1".parse().expect("valid literal"),
             ],
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -337,6 +343,8 @@ impl Config {
         }
         for path in [
             &mut self.server.state_dir,
+            &mut self.server.tls_cert,
+            &mut self.server.tls_key,
             &mut self.openai.api_key_file,
             &mut self.openai.ca_file,
         ] {
@@ -430,6 +438,12 @@ impl Config {
         }
         if self.limits.max_invalid_events == 0 {
             return invalid("limits.max_invalid_events", "must be at least 1");
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid(
+                "server.tls_cert",
+                "server.tls_cert and server.tls_key go together: set both or neither",
+            );
         }
         if self.interview.wrap_up.0 >= self.interview.max_duration.0 {
             return invalid(

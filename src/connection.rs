@@ -14,15 +14,63 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use futures_rustls::server::TlsStream;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
+
+/// A client's byte stream: plain TCP, or TLS over it when the listener is
+/// configured for it (`server.tls_cert`, `server.tls_key`).
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
 
 /// Bytes read from the socket at a time. Interview events are small; an
 /// audio append of 40 ms (about 2.6 KiB of base64) fits whole.
 pub const BUFFER_BYTES: usize = 4 * 1024;
 
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     buf: Box<[u8; BUFFER_BYTES]>,
     /// `buf[start..end]` has been read from the socket, not yet handed on.
     start: usize,
@@ -33,7 +81,7 @@ pub struct Connection {
 impl Connection {
     /// `pending` holds bytes the client sent after its HTTP request (a
     /// pipelined first frame); they are handed on first.
-    pub fn new(stream: TcpStream, pending: &[u8]) -> io::Result<Connection> {
+    pub fn new(stream: Transport, pending: &[u8]) -> io::Result<Connection> {
         if pending.len() > BUFFER_BYTES {
             // The handshake reads at most one request head's worth; a client
             // that pipelines more than this before its upgrade is answered

@@ -20,11 +20,10 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
 use smol::Timer;
 
 use crate::admission::{Refusal, Ticket};
-use crate::connection::Connection;
+use crate::connection::{Connection, Transport};
 
 /// The one endpoint.
 pub const REALTIME_PATH: &str = "/v1/realtime";
@@ -228,7 +227,7 @@ fn valid_key(key: &str) -> bool {
 /// read, whether the daemon takes the session: its ticket is the session's
 /// slot.
 pub async fn accept(
-    mut stream: TcpStream,
+    mut stream: Transport,
     config: WebSocketConfig,
     admit: impl FnOnce(&Request) -> Result<Ticket, Refusal>,
 ) -> Result<(Ws, Request, Ticket), HandshakeError> {
@@ -274,7 +273,7 @@ pub async fn accept(
 }
 
 /// Reads until [`examine`] has a decision, at [`HEAD_MIN_RATE`].
-async fn read_head(stream: &mut TcpStream) -> Result<(Examined, Vec<u8>), HandshakeError> {
+async fn read_head(stream: &mut Transport) -> Result<(Examined, Vec<u8>), HandshakeError> {
     let started = Instant::now();
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -338,7 +337,7 @@ pub fn response(status: u16, body: &str) -> String {
     )
 }
 
-async fn write_response(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+async fn write_response(stream: &mut Transport, status: u16, body: &str) -> std::io::Result<()> {
     stream.write_all(response(status, body).as_bytes()).await?;
     stream.flush().await
 }

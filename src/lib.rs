@@ -26,6 +26,7 @@
 //! - [`recovery`]: at start, closes transcripts a crash left open.
 //! - [`shutdown`]: the shutdown sequence, one linear function.
 //! - [`signals`]: the signal-hook thread.
+//! - [`tls`]: the listener's TLS configuration (certificate, key, reload).
 //! - [`workers`], [`children`]: thread and child-process ownership.
 //! - [`config`], [`script`]: the configuration file and interview scripts.
 //! - [`client`]: the terminal client.
@@ -58,5 +59,6 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod signals;
+pub mod tls;
 pub mod upstream;
 pub mod workers;

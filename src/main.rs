@@ -111,6 +111,12 @@ fn check_config(file: &Path) -> i32 {
                 message: e.to_string(),
             }
         })?;
+        interviewd::server::tls_config(&config).map_err(|message| {
+            interviewd::config::ConfigError::Invalid {
+                key: "server.tls_cert",
+                message,
+            }
+        })?;
         interviewd::server::assessor_settings(&config).map_err(|message| {
             interviewd::config::ConfigError::Invalid {
                 key: "assessment",
@@ -178,11 +184,11 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
     interviewd::fsutil::private_dir(&state_dir)
         .and_then(|()| interviewd::fsutil::private_dir(&reports_dir))
         .map_err(|e| {
-        format!(
-            "cannot create state directory {}: {e}",
-            reports_dir.display()
-        )
-    })?;
+            format!(
+                "cannot create state directory {}: {e}",
+                reports_dir.display()
+            )
+        })?;
     match rlimit::raise_nofile() {
         Ok((old, new)) if old != new => log::info!("open-file limit raised from {old} to {new}"),
         Ok((_, new)) => log::info!("open-file limit is {new}"),
@@ -216,6 +222,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
 
     let relay = server::relay_settings(&config)?;
     let assessor_openai = server::assessor_settings(&config)?;
+    let tls = server::tls_config(&config)?;
 
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
@@ -246,6 +253,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         admission: Default::default(),
         relay,
         assessor_openai,
+        tls,
     };
     log::info!(
         "interviewd {} state in {}, transcripts in {}",
@@ -253,6 +261,18 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         state_dir.display(),
         sessions_dir.display()
     );
+    if let Some(cert) = daemon
+        .config
+        .server
+        .tls_cert
+        .as_ref()
+        .filter(|_| daemon.tls.is_some())
+    {
+        log::info!(
+            "TLS: serving wss:// and https:// only, certificate {}",
+            cert.display()
+        );
+    }
     log::info!("listening on {addr}");
     let ex = LocalExecutor::new();
     Ok(smol::block_on(

@@ -85,6 +85,21 @@ pub struct Daemon {
     pub relay: Option<Rc<RelaySettings>>,
     /// The `openai` assessor's settings, likewise.
     pub assessor_openai: Option<Rc<crate::assessor::openai::Settings>>,
+    /// The listener's TLS configuration (`server.tls_cert`); re-read on
+    /// SIGHUP, so that new connections get a renewed certificate.
+    pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+}
+
+/// The listener's TLS configuration, when the configuration has one.
+pub fn tls_config(
+    config: &Config,
+) -> Result<Option<Arc<futures_rustls::rustls::ServerConfig>>, String> {
+    match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::server_config(cert, key)
+            .map(Some)
+            .map_err(|e| format!("server.tls_cert/tls_key: {e}")),
+        _ => Ok(None),
+    }
 }
 
 /// Builds the `openai` assessor's settings when the configuration asks for
@@ -304,6 +319,7 @@ fn spawn_session(
         admission: daemon.admission.clone(),
         relay: daemon.relay.clone(),
         assessor_openai: daemon.assessor_openai.clone(),
+        tls: daemon.tls.clone(),
     };
     let task = ex.spawn(session::run(
         key,
@@ -396,6 +412,25 @@ fn reload(daemon: &mut Daemon) {
             return;
         }
     };
+    let tls = match tls_config(&config) {
+        Ok(tls) => tls,
+        Err(e) => {
+            log::error!(
+                "SIGHUP: reload refused, keeping the current configuration and certificate: {e}"
+            );
+            return;
+        }
+    };
+    if tls.is_some() != daemon.tls.is_some() {
+        log::error!(
+            "SIGHUP: reload refused: TLS cannot be turned on or off without a restart (server.tls_cert)"
+        );
+        return;
+    }
+    if tls.is_some() {
+        log::info!("SIGHUP: TLS certificate re-read; new connections get it");
+    }
+    daemon.tls = tls;
     daemon.relay = relay;
     daemon.assessor_openai = assessor_openai;
     let mut changed = changed_keys(&daemon.config, &config);

@@ -78,3 +78,76 @@ fn check_modes(dir: &Path, seen: &mut usize) {
         }
     }
 }
+
+/// A throwaway CA and a server certificate for 127.0.0.1 in `dir`
+/// (tests/peer/make_test_ca.py).
+fn make_ca(dir: &Path) {
+    let (status, _, err) = run_with_deadline(
+        std::process::Command::new("python3")
+            .arg(repo().join("tests/peer/make_test_ca.py"))
+            .arg(dir),
+        WAIT,
+    );
+    assert!(status.success(), "make_test_ca.py: {err}");
+}
+
+/// Connects over wss:// trusting `ca` only; the session id, or why not.
+fn tls_probe(addr: std::net::SocketAddr, ca: &Path) -> Result<String, String> {
+    let (status, out, err) = run_with_deadline(
+        std::process::Command::new(peer_python())
+            .arg(repo().join("tests/peer/tls_probe.py"))
+            .arg(addr.to_string())
+            .arg(ca),
+        WAIT,
+    );
+    if status.success() {
+        Ok(out.trim().to_owned())
+    } else {
+        Err(err)
+    }
+}
+
+/// With server.tls_cert and server.tls_key the listener speaks wss:// only:
+/// a client that trusts the CA gets its interview; a plain ws:// client
+/// gets no session. SIGHUP re-reads the files: a renewed certificate (here
+/// from another CA) serves new connections without a restart, a session
+/// opened before keeps going, and a bad file is refused while the old
+/// certificate keeps serving.
+#[test]
+fn tls_is_built_in_and_a_renewed_certificate_is_served_after_sighup() {
+    let certs = tempfile::tempdir().unwrap();
+    let (one, two) = (certs.path().join("one"), certs.path().join("two"));
+    make_ca(&one);
+    make_ca(&two);
+    let live = certs.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let install = |from: &Path| {
+        std::fs::copy(from.join("server.pem"), live.join("cert.pem")).unwrap();
+        std::fs::copy(from.join("server.key"), live.join("key.pem")).unwrap();
+    };
+    install(&one);
+    let config = format!(
+        "[server]\ntls_cert = {}\ntls_key = {}\n",
+        toml_string(live.join("cert.pem").to_str().unwrap()),
+        toml_string(live.join("key.pem").to_str().unwrap()),
+    );
+    let daemon = Daemon::start(&config);
+    let first = tls_probe(daemon.addr, &one.join("ca.pem")).expect("wss with the first CA");
+    assert!(first.starts_with("sess_"), "{first}");
+    assert!(tls_probe(daemon.addr, &two.join("ca.pem")).is_err());
+    // A plain-text client gets no session.
+    let plain = std::panic::catch_unwind(|| Client::connect_raw(&daemon.url()));
+    assert!(plain.is_err(), "a ws:// client was served on a TLS port");
+
+    install(&two);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("TLS certificate re-read");
+    let second =
+        tls_probe(daemon.addr, &two.join("ca.pem")).expect("wss with the renewed certificate");
+    assert!(second.starts_with("sess_"));
+
+    std::fs::write(live.join("cert.pem"), "not a certificate").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("keeping the current configuration and certificate");
+    tls_probe(daemon.addr, &two.join("ca.pem")).expect("the old certificate keeps serving");
+}

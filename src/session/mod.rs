@@ -34,6 +34,7 @@ use crate::assessor::{Assessor, Running};
 use crate::budget::Budget;
 use crate::children::ChildGroups;
 use crate::config::Config;
+use crate::connection::Transport;
 use crate::handshake::{self, HandshakeError, Ws};
 use crate::ids::Counter;
 use crate::interviewer::Interviewer;
@@ -142,6 +143,8 @@ pub struct Env {
     pub events: async_channel::Sender<Event>,
     /// Session slots, in all and per client address.
     pub admission: Rc<RefCell<Admission>>,
+    /// The listener's TLS configuration, when `server.tls_cert` is set.
+    pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     /// The `openai` engine's settings, when it is configured.
     pub relay: Option<Rc<crate::interviewer::openai::Settings>>,
     /// The `openai` assessor's settings, when it is configured.
@@ -216,8 +219,27 @@ async fn serve(
         admission::client_address(peer.ip(), &hops, &env.config.server.trusted_proxies)
     };
     let upgrade = async {
+        let transport = match &env.tls {
+            None => Transport::Plain(stream),
+            Some(config) => {
+                let accepted = futures_rustls::TlsAcceptor::from(config.clone())
+                    .accept(stream)
+                    .or(async {
+                        Timer::after(crate::tls::HANDSHAKE_TIMEOUT).await;
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no TLS handshake within 5 s",
+                        ))
+                    })
+                    .await;
+                match accepted {
+                    Ok(tls) => Transport::Tls(Box::new(tls)),
+                    Err(e) => return Upgrade::Tls(e),
+                }
+            }
+        };
         Upgrade::Done(
-            handshake::accept(stream, ws_config, |request| {
+            handshake::accept(transport, ws_config, |request| {
                 let client = client_of(&request.forwarded_for);
                 let exempt = env.config.server.is_trusted(client);
                 Admission::session(&env.admission, client, exempt, limits)
@@ -283,6 +305,14 @@ async fn serve(
             );
             return;
         }
+        Upgrade::Tls(e) => {
+            log_limited!(
+                log::Level::Info,
+                "tls handshake failed",
+                "connection from {peer}: TLS handshake failed: {e}"
+            );
+            return;
+        }
         Upgrade::TimedOut => {
             log_limited!(
                 log::Level::Info,
@@ -326,6 +356,8 @@ fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Opt
 /// How the HTTP part of a connection ended.
 enum Upgrade {
     Done(Result<Box<(Ws, handshake::Request, Ticket)>, HandshakeError>),
+    /// The TLS handshake failed (a plain-text client, a bad hello, too slow).
+    Tls(std::io::Error),
     TimedOut,
     ShuttingDown,
 }

@@ -22,6 +22,28 @@ pub struct Config {
     pub limits: Limits,
     pub shutdown: Shutdown,
     pub openai: OpenAi,
+    pub access: Access,
+}
+
+/// `[access]`: who may start an interview.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Access {
+    /// `open` or `invite`. Unset: `open` while `server.listen` is loopback,
+    /// `invite` otherwise ([`Config::access_mode`]).
+    pub mode: Option<AccessMode>,
+    /// Allows `mode = "open"` on a non-loopback address: an explicit choice.
+    pub allow_open_on_public: bool,
+    /// Browser origins allowed to open a session (`https://host[:port]`);
+    /// empty: any. Clients that send no `Origin` are judged by their token.
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    Open,
+    Invite,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -57,6 +79,8 @@ pub struct Interview {
     pub max_duration: Dur,
     /// How long before `max_duration` the interviewer is told to close.
     pub wrap_up: Dur,
+    /// Where named scripts live (`NAME.toml`), for invites that name one.
+    pub scripts_dir: Option<PathBuf>,
 }
 
 /// `[openai]`: the Realtime API the `openai` engine relays to.
@@ -97,6 +121,7 @@ impl Default for Interview {
             engine: InterviewerKind::Scripted,
             max_duration: Dur::secs(45 * 60),
             wrap_up: Dur::secs(2 * 60),
+            scripts_dir: None,
         }
     }
 }
@@ -342,6 +367,7 @@ impl Config {
             }
         }
         for path in [
+            &mut self.interview.scripts_dir,
             &mut self.server.state_dir,
             &mut self.server.tls_cert,
             &mut self.server.tls_key,
@@ -439,6 +465,25 @@ impl Config {
         if self.limits.max_invalid_events == 0 {
             return invalid("limits.max_invalid_events", "must be at least 1");
         }
+        if self.access_mode() == AccessMode::Open
+            && !self.server.listen.ip().is_loopback()
+            && !self.access.allow_open_on_public
+        {
+            return invalid(
+                "access.mode",
+                "\"open\" lets anyone who reaches a public address start interviews: use \"invite\", or set access.allow_open_on_public = true to mean it",
+            );
+        }
+        for origin in &self.access.allowed_origins {
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.trim_end_matches('/').matches('/').count() != 2
+            {
+                return invalid(
+                    "access.allowed_origins",
+                    &format!("`{origin}` is not an origin like \"https://host[:port]\""),
+                );
+            }
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return invalid(
                 "server.tls_cert",
@@ -488,6 +533,18 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Who may start an interview: `access.mode`, or by default `open` on a
+    /// loopback address and `invite` anywhere else.
+    pub fn access_mode(&self) -> AccessMode {
+        self.access
+            .mode
+            .unwrap_or(if self.server.listen.ip().is_loopback() {
+                AccessMode::Open
+            } else {
+                AccessMode::Invite
+            })
     }
 
     /// The configuration as TOML: every key that has a value (the optional

@@ -22,7 +22,7 @@ use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Timer;
 
-use crate::admission::{Refusal, Ticket};
+use crate::admission::Refusal;
 use crate::connection::{Connection, Transport};
 
 /// The one endpoint.
@@ -35,6 +35,10 @@ const MAX_HEADERS: usize = 64;
 /// The subprotocol browsers offer to the Realtime API; echoed when offered,
 /// or the browser drops the connection.
 const REALTIME_SUBPROTOCOL: &str = "realtime";
+
+/// The subprotocol prefix browsers use to pass an API key to the Realtime
+/// API (a browser cannot set `Authorization`); here it carries the invite.
+const KEY_SUBPROTOCOL_PREFIX: &str = "openai-insecure-api-key.";
 
 /// How long a new connection may take to start its request: a browser that
 /// opened the connection ahead of time (preconnect) sends within this, a
@@ -62,8 +66,9 @@ pub enum HandshakeError {
     /// Answered with this status and no upgrade (a bad or unroutable
     /// request).
     Answered(u16),
-    /// A valid request the daemon would not take: 503 or 429.
-    Refused(Refusal),
+    /// A valid request the daemon would not take (401, 403, 429, 503);
+    /// `admit` has logged why.
+    Denied(u16),
     /// A TLS ClientHello on a plain-text port: closed at once.
     TlsOnPlainPort,
 }
@@ -78,7 +83,7 @@ impl fmt::Display for HandshakeError {
                 "request head arrived slower than {HEAD_MIN_RATE} bytes/s; answered 408"
             ),
             HandshakeError::Answered(status) => write!(f, "answered HTTP {status}"),
-            HandshakeError::Refused(r) => write!(f, "refused: {r}"),
+            HandshakeError::Denied(status) => write!(f, "refused with HTTP {status}"),
             HandshakeError::TlsOnPlainPort => f.write_str(
                 "the client speaks TLS (wss:// or https://) to a plain-text port; closed. Set server.tls_cert and server.tls_key, or connect with ws://",
             ),
@@ -102,6 +107,12 @@ pub struct Request {
     pub offers_realtime: bool,
     /// Every `X-Forwarded-For` header, in order.
     pub forwarded_for: Vec<String>,
+    /// The browser's `Origin`, when it sent one.
+    pub origin: Option<String>,
+    /// The client's token: `Authorization: Bearer TOKEN` (what the Realtime
+    /// SDKs send as their API key), the browser subprotocol
+    /// `openai-insecure-api-key.TOKEN`, or `?invite=TOKEN`, in that order.
+    pub token: Option<String>,
     /// The length of the head; the bytes after it are the first frames.
     pub head_len: usize,
 }
@@ -189,14 +200,36 @@ pub fn examine(buf: &[u8]) -> Examined {
         Some(key) if valid_key(key) => key.to_owned(),
         _ => return answer(400, "Sec-WebSocket-Key must be 16 bytes in base64\n"),
     };
-    let offers_realtime = all("sec-websocket-protocol")
+    let protocols: Vec<&str> = all("sec-websocket-protocol")
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == REALTIME_SUBPROTOCOL);
+        .map(str::trim)
+        .collect();
+    let offers_realtime = protocols.contains(&REALTIME_SUBPROTOCOL);
+    let bearer = header("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let from_protocol = protocols
+        .iter()
+        .find_map(|p| p.strip_prefix(KEY_SUBPROTOCOL_PREFIX));
+    let from_query = query.as_deref().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == "invite")
+            .map(|(_, v)| v)
+    });
+    let token = bearer
+        .or(from_protocol)
+        .or(from_query)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
     Examined::Upgrade(Request {
         query,
         key,
         offers_realtime,
         forwarded_for: all("x-forwarded-for").map(str::to_owned).collect(),
+        origin: header("origin").map(|o| o.trim().to_owned()),
+        token,
         head_len,
     })
 }
@@ -223,14 +256,37 @@ fn valid_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
+/// Why `accept`'s `admit` turned a valid request away: the HTTP answer.
+#[derive(Debug)]
+pub struct Denied {
+    pub status: u16,
+    pub body: String,
+}
+
+impl From<Refusal> for Denied {
+    fn from(refusal: Refusal) -> Denied {
+        let (status, body) = match refusal {
+            Refusal::SessionsPerIp => (429, "too many interviews from your address\n"),
+            _ => (
+                503,
+                "the interview service is at capacity; try again shortly\n",
+            ),
+        };
+        Denied {
+            status,
+            body: body.into(),
+        }
+    }
+}
+
 /// Reads the request and upgrades it. `admit` decides, once the request is
-/// read, whether the daemon takes the session: its ticket is the session's
-/// slot.
-pub async fn accept(
+/// read, whether the daemon takes the session (who the client is, whether
+/// there is room); what it returns goes with the session.
+pub async fn accept<T>(
     mut stream: Transport,
     config: WebSocketConfig,
-    admit: impl FnOnce(&Request) -> Result<Ticket, Refusal>,
-) -> Result<(Ws, Request, Ticket), HandshakeError> {
+    admit: impl FnOnce(&Request) -> Result<T, Denied>,
+) -> Result<(Ws, Request, T), HandshakeError> {
     let (request, buf) = match read_head(&mut stream).await? {
         (Examined::Upgrade(request), buf) => (request, buf),
         (Examined::Answer(a), _) => {
@@ -240,18 +296,11 @@ pub async fn accept(
         (Examined::Tls, _) => return Err(HandshakeError::TlsOnPlainPort),
         (Examined::NeedMore, _) => unreachable!("read_head returns a decision"),
     };
-    let ticket = match admit(&request) {
-        Ok(ticket) => ticket,
-        Err(refusal) => {
-            let (status, body) = match refusal {
-                Refusal::SessionsPerIp => (429, "too many interviews from your address\n"),
-                _ => (
-                    503,
-                    "the interview service is at capacity; try again shortly\n",
-                ),
-            };
-            write_response(&mut stream, status, body).await?;
-            return Err(HandshakeError::Refused(refusal));
+    let admitted = match admit(&request) {
+        Ok(admitted) => admitted,
+        Err(denied) => {
+            write_response(&mut stream, denied.status, &denied.body).await?;
+            return Err(HandshakeError::Denied(denied.status));
         }
     };
     let subprotocol = if request.offers_realtime {
@@ -269,7 +318,7 @@ pub async fn accept(
     // handed to the WebSocket rather than lost.
     let connection = Connection::new(stream, &buf[request.head_len..])?;
     let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
-    Ok((ws, request, ticket))
+    Ok((ws, request, admitted))
 }
 
 /// Reads until [`examine`] has a decision, at [`HEAD_MIN_RATE`].
@@ -308,6 +357,8 @@ async fn read_head(stream: &mut Transport) -> Result<(Examined, Vec<u8>), Handsh
 fn status_line(status: u16) -> (&'static str, String) {
     match status {
         400 => ("Bad Request", String::new()),
+        401 => ("Unauthorized", "WWW-Authenticate: Bearer\r\n".into()),
+        403 => ("Forbidden", String::new()),
         404 => ("Not Found", String::new()),
         405 => ("Method Not Allowed", "Allow: GET\r\n".into()),
         408 => ("Request Timeout", String::new()),

@@ -48,6 +48,7 @@ pub mod fsutil;
 pub mod handshake;
 pub mod ids;
 pub mod interviewer;
+pub mod invites;
 pub mod journal;
 pub mod logger;
 pub mod protocol;

@@ -62,6 +62,46 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Create, list and revoke candidate invites (access.mode = "invite").
+    Invite {
+        /// The daemon's configuration file (for the state directory, the
+        /// scripts directory and the address in links).
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// The daemon's state directory, if not the configuration's.
+        #[arg(long, value_name = "DIR", global = true)]
+        state_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: InviteAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum InviteAction {
+    /// Create an invite; prints its token and link once (they are stored
+    /// only as a hash).
+    Create {
+        /// A script in interview.scripts_dir (NAME.toml); default: the
+        /// configured script.
+        #[arg(long)]
+        script: Option<String>,
+        /// Who is invited, e.g. "Ada Lovelace <ada@example.com>".
+        #[arg(long)]
+        candidate: Option<String>,
+        /// How long the invite is valid, e.g. 7d, 36h.
+        #[arg(long, default_value = "7d")]
+        expires: humantime::Duration,
+        /// How many interviews it may start.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// The public base URL for the link, e.g. https://interviews.example.com
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+    },
+    /// List invites (never their tokens).
+    List,
+    /// Revoke an invite by its id (inv_...).
+    Revoke { id: String },
 }
 
 fn main() {
@@ -99,6 +139,11 @@ fn main() {
         }
         Command::Client { url } => client::run(&url),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Invite {
+            config,
+            state_dir,
+            action,
+        } => invite(config, state_dir, action),
     };
     std::process::exit(status);
 }
@@ -159,6 +204,148 @@ fn check_config(file: &Path) -> i32 {
 /// Pending connections the kernel may queue before accept().
 const LISTEN_BACKLOG: libc::c_int = 4096;
 
+/// `interviewd invite ...`: works on the state directory's invites file,
+/// while the daemon runs or not.
+fn invite(
+    config_path: Option<PathBuf>,
+    state_dir_arg: Option<PathBuf>,
+    action: InviteAction,
+) -> i32 {
+    use interviewd::invites;
+    let config = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("interviewd: {e}");
+                return exit::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    let dir = state_dir_arg.unwrap_or_else(|| state_dir(&config));
+    let fail = |e: String| {
+        eprintln!("interviewd: {e}");
+        exit::FAILURE
+    };
+    match action {
+        InviteAction::Create {
+            script,
+            candidate,
+            expires,
+            uses,
+            base_url,
+        } => {
+            if uses == 0 {
+                return fail("--uses must be at least 1".into());
+            }
+            if let Some(name) = &script {
+                let path = interviewd::session::admit::named_script_path(
+                    config.interview.scripts_dir.as_deref(),
+                    name,
+                )
+                .and_then(|p| {
+                    Script::load(Some(&p))
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(e) = path {
+                    return fail(format!("--script {name}: {e}"));
+                }
+            }
+            if candidate
+                .as_ref()
+                .is_some_and(|c| c.len() > 500 || c.chars().any(char::is_control))
+            {
+                return fail("--candidate must be one line of at most 500 bytes".into());
+            }
+            let (token, invite) = match invites::create(&dir, script, candidate, *expires, uses) {
+                Ok(created) => created,
+                Err(e) => {
+                    return fail(format!(
+                        "cannot write {}: {e}",
+                        dir.join(invites::FILE).display()
+                    ))
+                }
+            };
+            let secure = config.server.tls_cert.is_some();
+            let base = base_url.unwrap_or_else(|| {
+                format!(
+                    "{}://{}",
+                    if secure { "https" } else { "http" },
+                    config.server.listen
+                )
+            });
+            let base = base.trim_end_matches('/');
+            let ws_base = base
+                .replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1);
+            println!(
+                "invite {} for {}, {} use(s), expires {}",
+                invite.id,
+                invite.candidate.as_deref().unwrap_or("anyone holding it"),
+                invite.uses,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(invite.expires_at)
+                )
+            );
+            println!("token:     {token}");
+            println!("link:      {base}/#invite={token}");
+            println!("websocket: {ws_base}/v1/realtime  (Authorization: Bearer {token})");
+            println!("The token is shown once: only its hash is stored.");
+            exit::OK
+        }
+        InviteAction::List => {
+            let (all, revoked) = match invites::read_all(&dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    return fail(format!(
+                        "cannot read {}: {e}",
+                        dir.join(invites::FILE).display()
+                    ))
+                }
+            };
+            let used = invites::uses(&dir);
+            let now = invites::now();
+            for i in &all {
+                let n = used.get(&i.id).copied().unwrap_or(0);
+                let status = if revoked.contains_key(&i.id) {
+                    "revoked"
+                } else if n >= i.uses {
+                    "used"
+                } else if now >= i.expires_at {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}  {:8}  {}/{} used  expires {}  script {}  {}",
+                    i.id,
+                    status,
+                    n,
+                    i.uses,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(i.expires_at)
+                    ),
+                    i.script.as_deref().unwrap_or("(default)"),
+                    i.candidate.as_deref().unwrap_or("")
+                );
+            }
+            if all.is_empty() {
+                println!("no invites in {}", dir.display());
+            }
+            exit::OK
+        }
+        InviteAction::Revoke { id } => match invites::revoke(&dir, &id) {
+            Ok(true) => {
+                println!("invite {id} revoked");
+                exit::OK
+            }
+            Ok(false) => fail(format!("no invite `{id}` in {}", dir.display())),
+            Err(e) => fail(format!("cannot revoke: {e}")),
+        },
+    }
+}
+
 /// Startup errors, with what was being attempted.
 type StartError = String;
 
@@ -175,6 +362,9 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         None => Config::default(),
     };
     let config = overrides.apply(config);
+    // The command line may have moved the address: the access rules are
+    // checked again against the one the daemon will use.
+    config.validate().map_err(|e| e.to_string())?;
     log::set_max_level(config.server.log_level.filter());
     let script = Script::load(config.interview.script.as_deref()).map_err(|e| e.to_string())?;
 
@@ -254,6 +444,10 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         relay,
         assessor_openai,
         tls,
+        invites: Rc::new(RefCell::new(interviewd::invites::Store::open(
+            &state_dir,
+            &sessions_dir,
+        ))),
     };
     log::info!(
         "interviewd {} state in {}, transcripts in {}",
@@ -272,6 +466,17 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
             "TLS: serving wss:// and https:// only, certificate {}",
             cert.display()
         );
+    }
+    match daemon.config.access_mode() {
+        interviewd::config::AccessMode::Invite => {
+            log::info!("access: invite (sessions need an invite token; `interviewd invite create`)")
+        }
+        interviewd::config::AccessMode::Open if addr.ip().is_loopback() => {
+            log::info!("access: open (loopback only)")
+        }
+        interviewd::config::AccessMode::Open => log::warn!(
+            "access: open on {addr} (access.allow_open_on_public): anyone who can reach it can start an interview"
+        ),
     }
     log::info!("listening on {addr}");
     let ex = LocalExecutor::new();

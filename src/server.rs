@@ -85,6 +85,8 @@ pub struct Daemon {
     pub relay: Option<Rc<RelaySettings>>,
     /// The `openai` assessor's settings, likewise.
     pub assessor_openai: Option<Rc<crate::assessor::openai::Settings>>,
+    /// The invites; the file is re-read when it grows.
+    pub invites: Rc<RefCell<crate::invites::Store>>,
     /// The listener's TLS configuration (`server.tls_cert`); re-read on
     /// SIGHUP, so that new connections get a renewed certificate.
     pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
@@ -320,6 +322,7 @@ fn spawn_session(
         relay: daemon.relay.clone(),
         assessor_openai: daemon.assessor_openai.clone(),
         tls: daemon.tls.clone(),
+        invites: daemon.invites.clone(),
     };
     let task = ex.spawn(session::run(
         key,

@@ -151,3 +151,260 @@ fn tls_is_built_in_and_a_renewed_certificate_is_served_after_sighup() {
     daemon.wait_for_log("keeping the current configuration and certificate");
     tls_probe(daemon.addr, &two.join("ca.pem")).expect("the old certificate keeps serving");
 }
+
+/// Runs `interviewd invite ARGS --state-dir STATE`; its stdout.
+fn invite_cli(daemon: &Daemon, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .arg("invite")
+        .args(args)
+        .arg("--state-dir")
+        .arg(daemon.state_dir())
+        .output()
+        .expect("run interviewd invite");
+    assert!(
+        out.status.success(),
+        "invite {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `invite create`: the token and the invite id from its output.
+fn create_invite(daemon: &Daemon, args: &[&str]) -> (String, String) {
+    let out = invite_cli(daemon, &[&["create"], args].concat());
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .expect("token line")
+        .trim()
+        .to_owned();
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("inv_"))
+        .expect("invite id")
+        .to_owned();
+    (token, id)
+}
+
+/// An upgrade request with extra header lines; `(status, body)`.
+fn upgrade(daemon: &Daemon, target: &str, extra: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(daemon.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+fn transcripts(daemon: &Daemon) -> usize {
+    std::fs::read_dir(daemon.state_dir().join("sessions"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+const INVITE_MODE: &str = "[access]\nmode = \"invite\"\n";
+
+/// In invite mode a missing, unknown, expired, used or revoked token gets
+/// HTTP 401 with a one-line reason and starts no session; the token works
+/// as `Authorization: Bearer`, as the browser subprotocol and as
+/// `?invite=`; the invite's candidate is in the transcript header and the
+/// report; the state directory holds no token.
+#[test]
+fn invites_admit_their_holders_and_nobody_else() {
+    let daemon = Daemon::start(INVITE_MODE);
+    let (token, id) = create_invite(
+        &daemon,
+        &[
+            "--candidate",
+            "Ada Lovelace <ada@example.com>",
+            "--uses",
+            "3",
+        ],
+    );
+    let (_, expired_id) = create_invite(&daemon, &["--expires", "0s"]);
+    let expired = {
+        let (t, i) = create_invite(&daemon, &["--expires", "0s"]);
+        assert_ne!(i, expired_id);
+        t
+    };
+    let (revoked, revoked_id) = create_invite(&daemon, &[]);
+    invite_cli(&daemon, &["revoke", &revoked_id]);
+    let (single, _) = create_invite(&daemon, &["--uses", "1"]);
+
+    for (what, target, extra, reason) in [
+        ("no token", "/v1/realtime", String::new(), "required"),
+        (
+            "unknown",
+            "/v1/realtime",
+            "Authorization: Bearer ivt_0000\r\n".to_owned(),
+            "not valid",
+        ),
+        (
+            "expired",
+            "/v1/realtime",
+            format!("Authorization: Bearer {expired}\r\n"),
+            "expired",
+        ),
+        (
+            "revoked",
+            "/v1/realtime",
+            format!("Authorization: Bearer {revoked}\r\n"),
+            "revoked",
+        ),
+    ] {
+        let (status, body) = upgrade(&daemon, target, &extra);
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(body.contains(reason), "{what}: {body}");
+    }
+    assert_eq!(transcripts(&daemon), 0, "a refused token started a session");
+
+    // The three ways to present a token.
+    let as_header = Client::connect_raw_with(
+        &daemon.url(),
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    let as_protocol = Client::connect_raw_with(
+        &daemon.url(),
+        &[(
+            "Sec-WebSocket-Protocol",
+            &format!("realtime, openai-insecure-api-key.{token}"),
+        )],
+    );
+    let as_query = Client::connect_raw_with(&format!("{}?invite={token}", daemon.url()), &[]);
+    drop((as_header, as_protocol));
+    let mut c = as_query;
+    let created = c.wait_for("session.created");
+    c.session_id = created["session"]["id"].as_str().unwrap().to_owned();
+    // Its three uses are spent.
+    let (status, body) = upgrade(
+        &daemon,
+        "/v1/realtime",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    assert_eq!(
+        (status, body.trim()),
+        (401, "this invite has already been used")
+    );
+
+    // A single-use invite works once.
+    let first = Client::connect_raw_with(
+        &daemon.url(),
+        &[("Authorization", &format!("Bearer {single}"))],
+    );
+    drop(first);
+    let (status, _) = upgrade(
+        &daemon,
+        "/v1/realtime",
+        &format!("Authorization: Bearer {single}\r\n"),
+    );
+    assert_eq!(status, 401);
+
+    c.wait_for("response.done");
+    c.answer_all("an answer about tests and logs");
+    let done = c.wait_for("interview.assessment.completed");
+    let report = read_valid_report(&daemon.report_path(&c.session_id));
+    assert_eq!(
+        report["candidate"], "Ada Lovelace <ada@example.com>",
+        "{done}"
+    );
+    let header = &daemon.journal(&c.session_id).records[0];
+    assert_eq!(header["invite"], id.as_str());
+    assert_eq!(header["candidate"], "Ada Lovelace <ada@example.com>");
+
+    // Nothing in the state directory or the log holds a token.
+    for t in [&token, &single, &revoked, &expired] {
+        assert!(
+            !daemon.log().contains(t.as_str()),
+            "a token reached the log"
+        );
+        for entry in walk(&daemon.state_dir()) {
+            let text = std::fs::read_to_string(&entry).unwrap_or_default();
+            assert!(
+                !text.contains(t.as_str()),
+                "{} holds a token",
+                entry.display()
+            );
+        }
+    }
+    let list = invite_cli(&daemon, &["list"]);
+    assert!(list.contains(&format!("{id}  used")), "{list}");
+    assert!(list.contains(&format!("{revoked_id}  revoked")), "{list}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// With access.allowed_origins set, a browser upgrade from another origin
+/// gets 403 (cross-site WebSocket hijacking); a listed origin and a client
+/// with no Origin are let in.
+#[test]
+fn browser_origins_not_listed_are_refused() {
+    let daemon =
+        Daemon::start("[access]\nallowed_origins = [\"https://interviews.example.com\"]\n");
+    let (status, _) = upgrade(&daemon, "/v1/realtime", "Origin: https://evil.example\r\n");
+    assert_eq!(status, 403);
+    let (status, _) = upgrade(
+        &daemon,
+        "/v1/realtime",
+        "Origin: https://interviews.example.com\r\n",
+    );
+    assert_eq!(status, 101);
+    let (status, _) = upgrade(&daemon, "/v1/realtime", "");
+    assert_eq!(status, 101);
+}
+
+/// `open` on a public address is refused at start unless
+/// access.allow_open_on_public says it is meant; `check-config` says why.
+#[test]
+fn open_access_on_a_public_address_must_be_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"0.0.0.0:0\"\n[access]\nmode = \"open\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("access.mode") && err.contains("allow_open_on_public"),
+        "{err}"
+    );
+    std::fs::write(&file, "[server]\nlisten = \"0.0.0.0:0\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

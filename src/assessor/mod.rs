@@ -81,6 +81,8 @@ impl Assessor {
 /// What an assessor is given.
 pub struct Input {
     pub session_id: String,
+    /// Who was interviewed, from the invite.
+    pub candidate: Option<String>,
     pub script: Arc<Script>,
     /// (question id, answer text), in the order given.
     pub answers: Vec<(String, String)>,
@@ -302,6 +304,7 @@ fn spawn_job(
         };
         let context = |assessor| report::Context {
             session_id: &input.session_id,
+            candidate: input.candidate.as_deref(),
             script: &input.script,
             answers: &input.answers,
             interview_complete: input.interview_complete,

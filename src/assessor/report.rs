@@ -70,6 +70,8 @@ impl Provenance {
 /// What the daemon knows about the interview, for [`assemble`].
 pub struct Context<'a> {
     pub session_id: &'a str,
+    /// Who was interviewed, from the invite.
+    pub candidate: Option<&'a str>,
     pub script: &'a Script,
     /// (question id, answer text): what the assessor was given.
     pub answers: &'a [(String, String)],
@@ -90,7 +92,7 @@ pub fn assemble(assessment: Value, cx: &Context) -> Result<Value, String> {
     for (key, value) in [
         ("report_version", json!(VERSION)),
         ("session_id", json!(cx.session_id)),
-        ("candidate", Value::Null),
+        ("candidate", json!(cx.candidate)),
         ("script_title", json!(cx.script.title)),
         ("generated_at", json!(cx.generated_at)),
         ("assessor", cx.assessor.to_json()),
@@ -748,6 +750,7 @@ mod tests {
 
     fn context<'a>(script: &'a Script, answers: &'a [(String, String)]) -> Context<'a> {
         Context {
+            candidate: None,
             session_id: "sess_0123456789abcdef0123456789abcdef",
             script,
             answers,

@@ -37,6 +37,7 @@ impl Session {
         });
         let input = assessor::Input {
             session_id: self.shared.id.to_string(),
+            candidate: self.invite.as_ref().and_then(|i| i.candidate.clone()),
             script: self.env.script.clone(),
             answers,
             interview_complete,

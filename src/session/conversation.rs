@@ -44,6 +44,13 @@ impl Session {
             "assessor": self.assessor.name(),
             "daemon_version": env!("CARGO_PKG_VERSION"),
         });
+        let mut header = header;
+        if let Some(invite) = &self.invite {
+            // The invite's use is recorded here, durably, with the session.
+            header["invite"] = json!(invite.id);
+            header["candidate"] = json!(invite.candidate);
+            header["script"] = json!(invite.script);
+        }
         if let Err(e) = self.record_durably(header, "cannot open transcript").await {
             let error = ProtocolError::server(
                 "transcript_unavailable",

@@ -29,7 +29,7 @@ use smol::future::FutureExt;
 use smol::net::TcpStream;
 use smol::Timer;
 
-use crate::admission::{self, Admission, Ticket};
+use crate::admission::{Admission, Ticket};
 use crate::assessor::{Assessor, Running};
 use crate::budget::Budget;
 use crate::children::ChildGroups;
@@ -43,6 +43,7 @@ use crate::log_limited;
 use crate::script::Script;
 use crate::workers::Workers;
 
+pub mod admit;
 mod assessment;
 mod conversation;
 mod io;
@@ -143,6 +144,8 @@ pub struct Env {
     pub events: async_channel::Sender<Event>,
     /// Session slots, in all and per client address.
     pub admission: Rc<RefCell<Admission>>,
+    /// The invites (`access.mode = "invite"`), shared by every session.
+    pub invites: Rc<RefCell<crate::invites::Store>>,
     /// The listener's TLS configuration, when `server.tls_cert` is set.
     pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     /// The `openai` engine's settings, when it is configured.
@@ -214,10 +217,6 @@ async fn serve(
         .write_buffer_size(0)
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
-    let client_of = |forwarded_for: &[String]| {
-        let hops: Vec<&str> = forwarded_for.iter().map(String::as_str).collect();
-        admission::client_address(peer.ip(), &hops, &env.config.server.trusted_proxies)
-    };
     let upgrade = async {
         let transport = match &env.tls {
             None => Transport::Plain(stream),
@@ -240,9 +239,7 @@ async fn serve(
         };
         Upgrade::Done(
             handshake::accept(transport, ws_config, |request| {
-                let client = client_of(&request.forwarded_for);
-                let exempt = env.config.server.is_trusted(client);
-                Admission::session(&env.admission, client, exempt, limits)
+                admit::admit(env, peer, request)
             })
             .await
             .map(Box::new),
@@ -260,27 +257,14 @@ async fn serve(
     })
     .await;
     drop(handshake);
-    let (ws, client, _slot, interview_events) = match upgrade {
+    let (ws, admitted, interview_events) = match upgrade {
         Upgrade::Done(Ok(accepted)) => {
-            let (ws, request, slot) = *accepted;
+            let (ws, request, admitted) = *accepted;
             let interview_events = !query_flag_off(request.query.as_deref(), "interview_events");
-            (
-                ws,
-                client_of(&request.forwarded_for),
-                slot,
-                interview_events,
-            )
+            (ws, admitted, interview_events)
         }
-        Upgrade::Done(Err(HandshakeError::Refused(refusal))) => {
-            log_limited!(
-                log::Level::Warn,
-                "refused",
-                "refused {peer}: {refusal} (sessions: {} live, {} per address)",
-                limits.max_sessions,
-                limits.max_sessions_per_ip
-            );
-            return;
-        }
+        // admit() has logged why.
+        Upgrade::Done(Err(HandshakeError::Denied(_))) => return,
         Upgrade::Done(Err(e @ HandshakeError::TlsOnPlainPort)) => {
             log_limited!(
                 log::Level::Info,
@@ -325,7 +309,12 @@ async fn serve(
     };
     shared.phase.set(Phase::Interview);
     shared.last_activity.set(Instant::now());
-    let mut session = Session::new(shared.clone(), env.clone(), ws, interview_events);
+    let client = admitted.client;
+    let _slot = admitted.slot;
+    let mut session_env = env.clone();
+    session_env.script = admitted.script;
+    let mut session = Session::new(shared.clone(), session_env, ws, interview_events);
+    session.invite = admitted.invite;
     if client == peer.ip() {
         log::info!("session {} started for {peer}", shared.id);
     } else {
@@ -355,7 +344,7 @@ fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Opt
 
 /// How the HTTP part of a connection ended.
 enum Upgrade {
-    Done(Result<Box<(Ws, handshake::Request, Ticket)>, HandshakeError>),
+    Done(Result<Box<(Ws, handshake::Request, admit::Admitted)>, HandshakeError>),
     /// The TLS handshake failed (a plain-text client, a bad hello, too slow).
     Tls(std::io::Error),
     TimedOut,
@@ -447,6 +436,9 @@ struct Session {
     budget: Budget,
     /// When the session expires, as `session.created` says (Unix seconds).
     expires_at: u64,
+    /// The invite that opened the session, if any: named in the transcript
+    /// header and the report.
+    invite: Option<crate::invites::Invite>,
     /// False when the client asked for the Realtime API's events only
     /// (`?interview_events=0`): see `Session::for_client`.
     interview_events: bool,
@@ -484,6 +476,7 @@ impl Session {
             items: Items::default(),
             transcript_bytes: 0,
             rate,
+            invite: None,
             interview_events,
             expires_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

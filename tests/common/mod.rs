@@ -278,6 +278,33 @@ impl Client {
         }
     }
 
+    /// Connects with extra request headers, without reading anything.
+    pub fn connect_raw_with(url: &str, headers: &[(&str, &str)]) -> Client {
+        use tungstenite::client::IntoClientRequest;
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let stream = TcpStream::connect(&addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let mut request = url.into_client_request().expect("request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tungstenite::client(request, stream).expect("websocket handshake");
+        Client {
+            ws,
+            events: Vec::new(),
+            session_id: String::new(),
+        }
+    }
+
     /// Connects and reads through the greeting (`session.created` up to the
     /// first `response.done`).
     pub fn connect(url: &str) -> Client {

@@ -219,8 +219,15 @@ fn prompt() {
     let _ = std::io::stdout().flush();
 }
 
+/// Prints what `interview.assessment.completed` delivered: the whole
+/// report, its summary view (`assessment.share_with_candidate = "summary"`:
+/// the summary alone), or `null` (`"none"`).
 fn print_report(report: &Value) {
     println!("== Assessment ==");
+    if report.is_null() {
+        println!("Your interview has been assessed; the report is not shared with you.");
+        return;
+    }
     if let Some(score) = report["overall_score"].as_u64() {
         println!(
             "Overall: {score}/100 ({})",
@@ -247,8 +254,9 @@ fn print_report(report: &Value) {
                 }
             }
         }
-    } else {
-        // Not the report format (docs/report.schema.json): show it whole.
+    } else if !report["summary"].is_string() {
+        // Neither the report format (docs/report.schema.json) nor its
+        // summary view: show it whole.
         println!(
             "{}",
             serde_json::to_string_pretty(report).unwrap_or_default()

@@ -162,6 +162,21 @@ pub struct Assessment {
     /// `http://` for local testing, logged as a warning).
     pub openai_url: String,
     pub openai_model: String,
+    /// What `interview.assessment.completed` shows the candidate; the full
+    /// report is always on disk.
+    pub share_with_candidate: Share,
+}
+
+/// How much of the report the candidate is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Share {
+    /// The whole report (practice interviews).
+    Full,
+    /// The candidate-facing summary only: no scores, no recommendation.
+    Summary,
+    /// Nothing but that the assessment is done.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, Default)]
@@ -251,6 +266,7 @@ impl Default for Assessment {
             keepalive_interval: Dur::secs(3),
             openai_url: "https://api.openai.com/v1/responses".into(),
             openai_model: "gpt-5-mini".into(),
+            share_with_candidate: Share::Summary,
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod journal;
 pub mod logger;
 pub mod protocol;
 pub mod ratelog;
+pub mod reassess;
 pub mod recovery;
 pub mod rlimit;
 pub mod script;

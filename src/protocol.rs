@@ -207,8 +207,24 @@ pub fn keepalive(elapsed_ms: u64) -> Value {
     json!({"type": "interview.keepalive", "phase": "assessing", "elapsed_ms": elapsed_ms})
 }
 
-pub fn assessment_completed(session_id: &str, report: &Value) -> Value {
-    json!({"type": "interview.assessment.completed", "session_id": session_id, "report": report})
+/// `interview.assessment.completed`, with as much of the report as
+/// `assessment.share_with_candidate` allows: `shared` says which.
+pub fn assessment_completed(
+    session_id: &str,
+    report: &Value,
+    share: crate::config::Share,
+) -> Value {
+    use crate::config::Share;
+    let (shared, report) = match share {
+        Share::Full => ("full", report.clone()),
+        Share::Summary => (
+            "summary",
+            json!({"session_id": report["session_id"], "summary": report["summary"]}),
+        ),
+        Share::None => ("none", Value::Null),
+    };
+    json!({"type": "interview.assessment.completed", "session_id": session_id,
+           "shared": shared, "report": report})
 }
 
 pub fn assessment_failed(session_id: &str, reason: &str) -> Value {

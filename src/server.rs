@@ -169,6 +169,9 @@ pub async fn run(
     let mut accept_backoff = accept::Backoff::default();
     let mut signals_alive = true;
     let mut turns = 0u32;
+    // Owned here: dropped (cancelled) when the loop ends; their worker
+    // threads are joined by the shutdown sequence like every assessment's.
+    let _reassessing = reassess_pending(ex, &daemon);
     // Signals first, then the listener: a busy table must not delay a
     // shutdown or a new connection.
     let trigger = loop {
@@ -272,6 +275,87 @@ pub async fn run(
         signal_thread: daemon.signal_thread,
     };
     shutdown::run(sequence, listener, table).await
+}
+
+/// Starts the assessments a stop or a crash interrupted (see `reassess`):
+/// each runs as a task that writes its outcome and the end line into the
+/// session's transcript.
+fn reassess_pending(ex: &LocalExecutor<'_>, daemon: &Daemon) -> Vec<Task<()>> {
+    let reports_dir = daemon.reports_dir.to_path_buf();
+    let sessions_dir = reports_dir.with_file_name("sessions");
+    let pending = crate::reassess::find(
+        &sessions_dir,
+        &reports_dir,
+        &daemon.script,
+        daemon.config.interview.scripts_dir.as_deref(),
+    );
+    let mut tasks = Vec::new();
+    for p in pending {
+        let input = crate::assessor::Input::new(
+            p.session_id.clone(),
+            p.candidate.clone(),
+            p.script.clone(),
+            p.items.iter().map(|(item, _)| item),
+            p.items
+                .iter()
+                .filter_map(|(item, q)| q.as_deref().map(|q| (q, item.text.as_str()))),
+        );
+        let assessor =
+            crate::assessor::Assessor::from_config(&daemon.config, daemon.assessor_openai.as_ref());
+        let started = crate::assessor::start(
+            &assessor,
+            input,
+            reports_dir.clone(),
+            &daemon.workers,
+            &daemon.children,
+        );
+        let id: Arc<str> = p.session_id.into();
+        let job = match started {
+            Ok(job) => job,
+            Err(e) => {
+                log::error!("session {id}: cannot assess it again: {e}");
+                continue;
+            }
+        };
+        log::info!("session {id}: its assessment was interrupted; assessing it again");
+        let journal = daemon.journal.clone();
+        let timeout = daemon.config.assessment.timeout.0;
+        tasks.push(ex.spawn(async move {
+            let t = Instant::now();
+            let outcome = async { Some(job.result().await) }
+                .or(async {
+                    Timer::after(timeout).await;
+                    None
+                })
+                .await;
+            let outcome = match outcome {
+                Some(outcome) => outcome,
+                None => job.terminate().await.ok_or_else(|| {
+                    format!(
+                        "the assessment did not finish within {}",
+                        humantime::format_duration(timeout)
+                    )
+                }),
+            };
+            let ms = t.elapsed().as_millis() as u64;
+            let at = crate::journal::now_rfc3339();
+            match outcome {
+                Ok(_) => {
+                    journal.append(&id, serde_json::json!({"kind": "assessment", "outcome": "completed",
+                        "report": format!("reports/{id}.json"), "duration_ms": ms, "after_restart": true, "at": at}));
+                    journal.end(&id, EndReason::Completed, Some("assessed after a restart"));
+                    log::info!("session {id}: assessed again in {ms} ms; report written");
+                }
+                Err(reason) => {
+                    journal.append(&id, serde_json::json!({"kind": "assessment", "outcome": "failed",
+                        "reason": reason, "duration_ms": ms, "after_restart": true, "at": at}));
+                    journal.end(&id, EndReason::Error, Some("assessment failed after a restart"));
+                    log::warn!("session {id}: assessment failed again: {reason}");
+                }
+            }
+        }));
+    }
+    tasks
 }
 
 /// A connection over a handshake limit is closed at once: holding it, even

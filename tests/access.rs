@@ -408,3 +408,39 @@ fn open_access_on_a_public_address_must_be_meant() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// No report is lost: SIGTERM during a slow assessment stops it, and when
+/// the daemon starts again the interview is assessed again and its report
+/// written; the transcript ends `completed`.
+#[test]
+fn an_assessment_interrupted_by_a_restart_is_done_after_it() {
+    let gate = tempfile::tempdir().unwrap();
+    let d = gate.path().display();
+    std::fs::write(
+        gate.path().join("assessment.json"),
+        valid_assessment(&interviewd::script::Script::builtin(), "After the restart.").to_string(),
+    )
+    .unwrap();
+    let script = format!(
+        "cat > /dev/null; while [ ! -e '{d}/go' ]; do sleep 0.02; done; cat '{d}/assessment.json'"
+    );
+    let mut daemon = Daemon::start(&command_assessor_config(&script, ""));
+    let mut c = Client::connect(&daemon.url());
+    c.answer("an answer about tests");
+    c.send(serde_json::json!({"type": "interview.finish"}));
+    c.wait_for("interview.assessment.started");
+    let id = c.session_id.clone();
+    let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
+    assert_eq!(status.code(), Some(0));
+    assert!(!daemon.report_path(&id).exists());
+    std::fs::write(gate.path().join("go"), "").unwrap();
+    let daemon = daemon.restart();
+    daemon.wait_for_log("assessed again");
+    let report = read_valid_report(&daemon.report_path(&id));
+    assert_eq!(report["summary"], "After the restart.");
+    let journal = daemon.journal(&id);
+    assert_eq!(journal.end_reason(), Some("completed"));
+    let outcome = records(&journal, "assessment");
+    assert_eq!(outcome.len(), 1, "{:#?}", journal.records);
+    assert_eq!(outcome[0]["after_restart"], true);
+}

@@ -64,7 +64,8 @@ struct Overdue {
     _dir: tempfile::TempDir,
 }
 
-/// Runs an interview into a `command` assessment with `timeout = "500ms"`;
+/// Runs an interview into a `command` assessment with `timeout = "500ms"`
+/// (and `share_with_candidate = "full"`: a late report is delivered whole);
 /// `script(pidfile, sleep)` gives the assessor's shell script, which must
 /// write its pid to `pidfile` and run `sleep` (a 30 s sleep with a unique
 /// marker). Returns once the script has started.
@@ -76,7 +77,11 @@ fn overdue_assessment(script: impl Fn(&str, &str) -> String) -> Overdue {
     let (assessment, _) = assessment_file(dir.path(), "Delivered late.");
     std::fs::copy(&assessment, dir.path().join("child.pid.report")).unwrap();
     let script = script(&toml_unsafe_free(&pidfile.to_string_lossy()), &marker);
-    let (daemon, c) = assessed_interview(dir.path(), &script, "timeout = \"500ms\"\n");
+    let (daemon, c) = assessed_interview(
+        dir.path(),
+        &script,
+        "timeout = \"500ms\"\nshare_with_candidate = \"full\"\n",
+    );
     wait_for_pid_file(&pidfile);
     Overdue {
         daemon,
@@ -315,8 +320,8 @@ fn keepalives_flow_during_a_slow_assessment_then_the_report_arrives() {
         "a keepalive gap far over the interval: {keepalives:?}"
     );
 
-    let report = &completed["report"];
-    assert_valid_report(report);
+    assert_eq!(completed["session_id"], c.session_id.as_str());
+    let report = &full_report(&daemon, &completed);
     assert_eq!(assessment_part(report), expected);
     assert_eq!(report["session_id"], c.session_id.as_str());
     assert_eq!(
@@ -325,10 +330,7 @@ fn keepalives_flow_during_a_slow_assessment_then_the_report_arrives() {
     );
     assert_eq!(report["script_title"], "Lifecycle cmd");
     assert_eq!(report["interview_complete"], true);
-    assert_eq!(completed["session_id"], c.session_id.as_str());
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let on_disk = read_valid_report(&daemon.report_path(&c.session_id));
-    assert_eq!(on_disk, *report);
 
     let journal = ended_journal(&daemon, &c.session_id);
     let assessment = records(&journal, "assessment");
@@ -358,8 +360,8 @@ fn command_assessor_reads_the_transcript_as_json_on_stdin() {
         ],
     );
     let done = c.wait_for("interview.assessment.completed");
-    assert_valid_report(&done["report"]);
-    assert_eq!(assessment_part(&done["report"]), expected);
+    assert_eq!(done["session_id"], c.session_id.as_str());
+    assert_eq!(assessment_part(&full_report(&daemon, &done)), expected);
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
 
     let input: Value = serde_json::from_slice(&std::fs::read(&saved).expect("stdin saved"))
@@ -393,7 +395,8 @@ fn command_assessor_reads_the_transcript_as_json_on_stdin() {
 }
 
 /// The largest report a `command` assessor may print (just under 1 MiB)
-/// reaches the client whole: the daemon's write limits leave room for it.
+/// reaches the client whole (`share_with_candidate = "full"`): the daemon's
+/// write limits leave room for it.
 #[test]
 fn a_report_near_the_size_limit_is_delivered_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,14 +412,149 @@ fn a_report_near_the_size_limit_is_delivered_whole() {
     let script = format!(
         "cat >/dev/null; cat {d}/head; head -c {filler} /dev/zero | tr '\\0' x; cat {d}/tail"
     );
-    let (_daemon, mut c) = assessed_interview(dir.path(), &script, "");
+    let (daemon, mut c) =
+        assessed_interview(dir.path(), &script, "share_with_candidate = \"full\"\n");
     let completed = c.wait_for("interview.assessment.completed");
+    assert_eq!(completed["shared"], "full");
     assert_eq!(
         completed["report"]["summary"].as_str().map(str::len),
         Some(filler)
     );
     assert_valid_report(&completed["report"]);
+    assert_eq!(completed["report"], full_report(&daemon, &completed));
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
+}
+
+/// The candidate sees only what `assessment.share_with_candidate` allows.
+/// For each of `full`, `summary` and `none`, a whole interview is assessed:
+/// the report on disk is always whole and valid, and
+/// `interview.assessment.completed` carries `shared` and the whole report,
+/// exactly its summary view (session id and summary) or `null`. With
+/// `summary` and `none`, no score, recommendation or question entry, nor
+/// the words `questions`, `overall_score` or `recommendation`, is in
+/// anything the client receives after the closing remark (checked to be
+/// there with `full`).
+#[test]
+fn the_candidate_sees_only_what_share_with_candidate_allows() {
+    const SUMMARY: &str = "Thank you for your time; we will be in touch.";
+    const REASON: &str = "SCORED-FOR-THE-PANEL";
+    for share in ["full", "summary", "none"] {
+        let dir = tempfile::tempdir().unwrap();
+        // Distinctive values, to look for in what the client receives.
+        let (path, mut expected) = assessment_file(dir.path(), SUMMARY);
+        expected["overall_score"] = json!(87);
+        expected["recommendation"] = json!("strong_yes");
+        for q in expected["questions"].as_array_mut().unwrap() {
+            q["score"] = json!(87);
+            q["reasons"] = json!([REASON]);
+        }
+        std::fs::write(&path, expected.to_string()).unwrap();
+        // Slow enough for a few keepalives, which must not leak either.
+        let daemon = command_daemon(
+            dir.path(),
+            &format!("cat >/dev/null; sleep 0.3; cat {path}"),
+            &format!("keepalive_interval = \"100ms\"\nshare_with_candidate = \"{share}\"\n"),
+        );
+        let mut c = Client::connect(&daemon.url());
+        run_short_interview(&mut c, ["I build compilers.", "With property tests."]);
+        let completed = c.wait_for("interview.assessment.completed");
+        assert_eq!(c.read_to_end(), Ended::Closed(1000), "{share}");
+
+        let id = c.session_id.as_str();
+        assert_eq!(completed["session_id"], id, "{share}: {completed:#}");
+        assert_eq!(completed["shared"], share, "{share}: {completed:#}");
+        let mut fields: Vec<&str> = completed
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "event_id")
+            .collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            ["report", "session_id", "shared", "type"],
+            "{share}: {completed:#}"
+        );
+        // On disk: whole and valid, whatever the candidate is shown.
+        let report = full_report(&daemon, &completed);
+        assert_eq!(assessment_part(&report), expected, "{share}");
+        assert_eq!(report["session_id"], id);
+        assert_eq!(report["interview_complete"], true);
+        let delivered = &completed["report"];
+        match share {
+            "full" => assert_eq!(*delivered, report),
+            "summary" => assert_eq!(*delivered, json!({"session_id": id, "summary": SUMMARY})),
+            _ => assert_eq!(*delivered, Value::Null),
+        }
+
+        // Everything after the closing remark: assessment.started, the
+        // keepalives, assessment.completed.
+        let started = c
+            .events
+            .iter()
+            .position(|e| e["type"] == "interview.assessment.started")
+            .expect("assessment.started");
+        let closing = c.events[..started]
+            .iter()
+            .rposition(|e| e["type"] == "response.done")
+            .expect("the closing remark");
+        assert!(
+            c.events[closing]
+                .to_string()
+                .contains("last question of the cmd interview"),
+            "{share}: not the closing remark: {:#}",
+            c.events[closing]
+        );
+        let after = &c.events[closing + 1..];
+        let text: String = after.iter().map(|e| format!("{e}\n")).collect();
+        let leaks = [
+            "questions",
+            "question_id",
+            "overall_score",
+            "recommendation",
+            "score",
+            "strong_yes",
+            REASON,
+            "cmd question one",
+        ];
+        if share == "full" {
+            // The control: the check below would see them.
+            for needle in leaks {
+                assert!(text.contains(needle), "{share}: no {needle:?} in:\n{text}");
+            }
+            continue;
+        }
+        for needle in leaks {
+            assert!(
+                !text.contains(needle),
+                "{share}: {needle:?} reached the candidate:\n{text}"
+            );
+        }
+        // No number at all but the keepalives' elapsed time: no score.
+        fn numbers<'a>(v: &'a Value, key: &str, found: &mut Vec<(String, &'a Value)>) {
+            match v {
+                Value::Number(_) if key != "elapsed_ms" => found.push((key.to_owned(), v)),
+                Value::Array(a) => a.iter().for_each(|x| numbers(x, key, found)),
+                Value::Object(o) => o.iter().for_each(|(k, x)| numbers(x, k, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        for e in after {
+            numbers(e, "", &mut found);
+        }
+        assert!(
+            found.is_empty(),
+            "{share}: numbers reached the candidate: {found:?}"
+        );
+        if share == "none" {
+            assert!(
+                !text.contains(SUMMARY),
+                "{share}: the summary was shown:\n{text}"
+            );
+        }
+    }
 }
 
 /// Paths from tempfile contain no shell metacharacters; refuse any that do
@@ -518,6 +656,8 @@ fn a_report_delivered_on_sigterm_after_the_timeout_is_used() {
         )
     });
     let completed = c.wait_for("interview.assessment.completed");
+    assert_eq!(completed["session_id"], c.session_id.as_str());
+    assert_eq!(completed["shared"], "full");
     assert_valid_report(&completed["report"]);
     assert_eq!(completed["report"]["summary"], "Delivered late.");
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
@@ -1118,13 +1258,24 @@ fn terminal_client_stdout(child: Child) -> String {
     stdout
 }
 
+/// The session id the terminal client printed (`Connected (ID).`).
+fn terminal_client_session_id(stdout: &str) -> String {
+    stdout
+        .split("Connected (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no session id printed:\n{stdout}"))
+        .to_owned()
+}
+
 /// The terminal client runs a whole interview from piped stdin and prints
-/// the questions, the assessment progress and the report, then exits 0.
+/// the questions, the assessment progress and what it is shown of the
+/// report, then exits 0: for `share_with_candidate = "full"` the report
+/// (overall score, summary, every question's score), for `"summary"` the
+/// summary alone, for `"none"` only that the interview was assessed.
 #[test]
 fn the_terminal_client_takes_a_whole_interview() {
-    let daemon = Daemon::start("");
     let script = interviewd::script::Script::builtin();
-    let mut child = spawn_terminal_client(&daemon.url());
     // Long enough for every question's min_words: no follow-ups.
     let answer = "I designed and built a project with my team, wrote tests, read the logs \
                   and metrics, used a hash map for lookup and a tree for ordered range \
@@ -1132,20 +1283,51 @@ fn the_terminal_client_takes_a_whole_interview() {
                   for readability and correctness, and learned from documentation and \
                   practice on a side project that we shipped to users.";
     assert!(answer.split_whitespace().count() >= 40);
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for _ in &script.questions {
-            writeln!(stdin, "{answer}").unwrap();
+    for share in ["full", "summary", "none"] {
+        let daemon = Daemon::start(&format!(
+            "[assessment]\nshare_with_candidate = \"{share}\"\n"
+        ));
+        let mut child = spawn_terminal_client(&daemon.url());
+        {
+            let mut stdin = child.stdin.take().unwrap();
+            for _ in &script.questions {
+                writeln!(stdin, "{answer}").unwrap();
+            }
+        } // closes stdin
+        let stdout = terminal_client_stdout(child);
+        assert!(stdout.contains(&script.questions[0].text), "{stdout}");
+        assert!(
+            stdout.contains(&script.questions[script.questions.len() - 1].text),
+            "{stdout}"
+        );
+        assert!(stdout.contains("Generating your assessment"), "{stdout}");
+        assert!(stdout.contains("== Assessment =="), "{stdout}");
+        let id = terminal_client_session_id(&stdout);
+        let report = read_valid_report(&daemon.report_path(&id));
+        let summary = report["summary"].as_str().unwrap();
+        let shown = &stdout[stdout.find("== Assessment ==").unwrap()..];
+        match share {
+            "full" => {
+                assert!(shown.contains("Overall:"), "{share}: {stdout}");
+                assert!(shown.contains(summary), "{share}: {stdout}");
+                for q in &script.questions {
+                    assert!(shown.contains(&q.id), "{share}: {}: {stdout}", q.id);
+                }
+            }
+            "summary" => {
+                assert_eq!(
+                    shown.trim_end(),
+                    format!("== Assessment ==\n{summary}"),
+                    "{share}: {stdout}"
+                );
+            }
+            _ => {
+                assert!(!shown.contains(summary), "{share}: {stdout}");
+                assert!(!shown.contains("Overall:"), "{share}: {stdout}");
+                assert!(shown.contains("assessed"), "{share}: {stdout}");
+            }
         }
-    } // closes stdin
-    let stdout = terminal_client_stdout(child);
-    assert!(stdout.contains(&script.questions[0].text), "{stdout}");
-    assert!(
-        stdout.contains(&script.questions[script.questions.len() - 1].text),
-        "{stdout}"
-    );
-    assert!(stdout.contains("Generating your assessment"), "{stdout}");
-    assert!(stdout.contains("Overall:"), "{stdout}");
+    }
 }
 
 /// A candidate who thinks longer than `sessions.idle_timeout` before
@@ -1174,7 +1356,14 @@ fn the_terminal_client_stays_alive_while_the_candidate_thinks() {
     writeln!(stdin, "/finish").unwrap();
     drop(stdin);
     let stdout = terminal_client_stdout(child);
-    assert!(stdout.contains("Overall:"), "{stdout}");
+    // The default `share_with_candidate = "summary"`: the summary alone,
+    // not the scored report.
+    let report = read_valid_report(&daemon.report_path(&terminal_client_session_id(&stdout)));
+    assert!(
+        stdout.contains(report["summary"].as_str().unwrap()),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Overall:"), "{stdout}");
     assert!(!daemon.log().contains("stale"), "{}", daemon.log());
 }
 

@@ -36,13 +36,13 @@ fn setup(scenario: &[&str], extra: &str) -> (Peer, tempfile::TempDir, Daemon) {
     (mock, ctl, daemon)
 }
 
-/// Runs a whole scripted interview and returns the delivered report.
+/// Runs a whole scripted interview and returns the report (on disk, and
+/// delivered as `assessment.share_with_candidate` says).
 fn interview(daemon: &Daemon) -> (Client, Value) {
     let mut c = Client::connect(&daemon.url());
     c.answer_all("I wrote tests and read the logs and metrics, then traced the bug to a race in shared state with a lock");
     let done = c.wait_for("interview.assessment.completed");
-    let report = done["report"].clone();
-    assert_valid_report(&report);
+    let report = full_report(daemon, &done);
     (c, report)
 }
 

@@ -617,11 +617,12 @@ fn send_bad_inputs(c: &mut Client, max_text_bytes: usize, alive_item: &str) {
 /// Every question of the built-in script is asked in order; each response's
 /// events share one response id and one item id, deltas concatenate to the
 /// final text, items chain through previous_item_id, event ids are unique;
-/// the report is delivered, equals the file on disk, and the close is 1000.
+/// the report is delivered (`share_with_candidate = "full"`), equals the
+/// file on disk, and the close is 1000.
 #[test]
 fn full_scripted_interview_asks_every_question_in_order_with_consistent_ids() {
     let script = Script::builtin();
-    let daemon = Daemon::start("");
+    let daemon = Daemon::start("[assessment]\nshare_with_candidate = \"full\"\n");
     let mut c = Client::connect_raw(&daemon.url());
 
     let created = next_of(&mut c, "session.created");
@@ -669,9 +670,10 @@ fn full_scripted_interview_asks_every_question_in_order_with_consistent_ids() {
     assert_eq!(started["session_id"], sid);
     let completed = next_of(&mut c, "interview.assessment.completed");
     assert_eq!(completed["session_id"], sid);
+    assert_eq!(completed["shared"], "full");
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
 
-    let on_disk = read_valid_report(&daemon.report_path(sid));
+    let on_disk = full_report(&daemon, &completed);
     assert_eq!(completed["report"], on_disk);
     assert_eq!(
         on_disk["assessor"],
@@ -803,7 +805,9 @@ fn every_kind_of_server_event_validates_against_the_sdk_schema() {
         keepalives += 1;
     }
     gate.open();
-    assert_valid_report(&a.wait_for("interview.assessment.completed")["report"]);
+    let completed = a.wait_for("interview.assessment.completed");
+    assert_eq!(completed["session_id"], a.session_id.as_str());
+    full_report(&daemon, &completed);
     assert_eq!(a.read_to_end(), Ended::Closed(1000));
 
     // Session B: a failed assessment.
@@ -1260,14 +1264,12 @@ fn finish_mid_interview_closes_assesses_and_refuses_more_input() {
 
     gate.open();
     let completed = next_of(&mut c, "interview.assessment.completed");
-    let report = &completed["report"];
-    assert_valid_report(report);
+    assert_eq!(completed["session_id"], c.session_id.as_str());
+    let report = &full_report(&daemon, &completed);
     assert_eq!(assessment_part(report), gated_assessment());
     // Questions were skipped: the report says the interview was not complete.
     assert_eq!(report["interview_complete"], false);
     assert_eq!(c.read_to_end(), Ended::Closed(1000));
-    let on_disk = read_valid_report(&daemon.report_path(&c.session_id));
-    assert_eq!(on_disk, *report);
 
     // The assessor was given the one answer, against the first question.
     let transcript = gate.transcript();

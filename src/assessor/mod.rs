@@ -92,6 +92,40 @@ pub struct Input {
     pub transcript: Value,
 }
 
+impl Input {
+    /// The input for a conversation: its items in order and the answers
+    /// as (question id, text).
+    pub fn new<'a>(
+        session_id: String,
+        candidate: Option<String>,
+        script: Arc<Script>,
+        items: impl Iterator<Item = &'a crate::protocol::Item>,
+        answers: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Input {
+        let answers: Vec<(String, String)> = answers
+            .map(|(q, text)| (q.to_owned(), text.to_owned()))
+            .collect();
+        // Whether every question was answered, or the interview ended
+        // early (interview.finish); the report's `interview_complete`.
+        let interview_complete = interview_complete(&script, &answers);
+        let transcript = serde_json::json!({
+            "session_id": session_id,
+            "script": &*script,
+            "answers": answers.iter().map(|(q, t)| serde_json::json!({"question_id": q, "text": t})).collect::<Vec<_>>(),
+            "items": items.map(|i| serde_json::json!({"item_id": i.id, "role": i.role.as_str(), "text": i.text})).collect::<Vec<_>>(),
+            "interview_complete": interview_complete,
+        });
+        Input {
+            session_id,
+            candidate,
+            script,
+            answers,
+            interview_complete,
+            transcript,
+        }
+    }
+}
+
 /// Whether an interview is complete: every question of the script has an
 /// answer of at least one word. An interview ended early (by
 /// `interview.finish`, or at a limit) leaves questions without one, and so

@@ -176,7 +176,7 @@ pub fn request_body(model: &str, script: &Script, transcript: &Value) -> Value {
         verbatim as evidence (empty when there is none). The keywords are topics a strong answer touches on; \
         length alone earns nothing. An unanswered question scores 0. Then give an overall score (0-100), \
         a recommendation (strong_yes, yes, lean_no or no), and a summary of two to four sentences \
-        written to the candidate. Copy each question's question_id and question text exactly.";
+        written to the candidate, who may be shown it alone: no scores, no recommendation, no ranking. Copy each question's question_id and question text exactly.";
     json!({
         "model": model,
         "instructions": instructions,

@@ -39,8 +39,7 @@ const MAX_EVIDENCE: usize = 3;
 const MAX_QUOTE_BYTES: usize = 300;
 
 /// One scored question.
-struct Scored<'a> {
-    id: &'a str,
+struct Scored {
     score: u32,
     answered: bool,
 }
@@ -60,7 +59,6 @@ pub fn assess(script: &Script, answers: &[(String, String)]) -> Value {
         let (score, entry) = score_question(q, &texts);
         questions.push(entry);
         scored.push(Scored {
-            id: &q.id,
             score,
             answered: texts.iter().any(|t| words(t).next().is_some()),
         });
@@ -69,26 +67,19 @@ pub fn assess(script: &Script, answers: &[(String, String)]) -> Value {
     let answered = scored.iter().filter(|s| s.answered).count();
     let overall =
         (scored.iter().map(|s| s.score as f64).sum::<f64>() / total as f64).round() as u32;
-    let best = scored
-        .iter()
-        .max_by_key(|s| s.score)
-        .expect("a script has questions");
-    let worst = scored
-        .iter()
-        .rev()
-        .min_by_key(|s| s.score)
-        .expect("a script has questions");
+    // Written to the candidate, who may be shown it alone
+    // (assessment.share_with_candidate = "summary"): no score, no
+    // recommendation, no ranking of their answers.
     let answered = if answered == total {
-        format!("You answered all {total} {}.", plural(total, "question"))
+        format!("you answered all {total} {}", plural(total, "question"))
     } else {
         format!(
-            "You answered {answered} of {total} {}; a question without an answer scores 0.",
+            "you answered {answered} of {total} {}",
             plural(total, "question")
         )
     };
     let summary = format!(
-        "{answered} Overall score: {overall}/100. Strongest answer: {} ({}); weakest: {} ({}).",
-        best.id, best.score, worst.id, worst.score
+        "Thank you for your interview: {answered}. Your answers have been recorded and assessed; the team will be in touch about next steps."
     );
     json!({
         "summary": summary,
@@ -719,9 +710,10 @@ mod tests {
         let r = assess(&script(), &answer("a", "Locking the shared state."));
         assert_eq!(
             r["summary"],
-            "You answered 1 of 2 questions; a question without an answer scores 0. \
-             Overall score: 25/100. Strongest answer: a (50); weakest: b (0)."
+            "Thank you for your interview: you answered 1 of 2 questions. Your answers have been \
+             recorded and assessed; the team will be in touch about next steps."
         );
+        assert_eq!(r["overall_score"], 25);
         let both = vec![
             ("a".to_owned(), "Locking the shared state.".to_owned()),
             ("b".to_owned(), "two words".to_owned()),
@@ -730,7 +722,14 @@ mod tests {
         assert!(r["summary"]
             .as_str()
             .unwrap()
-            .starts_with("You answered all 2 questions. Overall score: 75/100."));
+            .starts_with("Thank you for your interview: you answered all 2 questions."));
+        assert_eq!(r["overall_score"], 75);
+        // The summary may be all a candidate sees: it holds no number.
+        assert!(!r["summary"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .any(|c| c.is_ascii_digit() && c != '2'));
     }
 
     #[test]

@@ -20,29 +20,13 @@ impl Session {
         );
         self.send(protocol::assessment_started(&self.shared.id))
             .await;
-        let answers: Vec<(String, String)> = self
-            .items
-            .answers()
-            .map(|(q, text)| (q.to_owned(), text.to_owned()))
-            .collect();
-        // Whether every question was answered, or the interview ended
-        // early (interview.finish); the report's `interview_complete`.
-        let interview_complete = assessor::interview_complete(&self.env.script, &answers);
-        let transcript = json!({
-            "session_id": &*self.shared.id,
-            "script": &*self.env.script,
-            "answers": answers.iter().map(|(q, t)| json!({"question_id": q, "text": t})).collect::<Vec<_>>(),
-            "items": self.items.iter().map(|i| json!({"item_id": i.id, "role": i.role.as_str(), "text": i.text})).collect::<Vec<_>>(),
-            "interview_complete": interview_complete,
-        });
-        let input = assessor::Input {
-            session_id: self.shared.id.to_string(),
-            candidate: self.invite.as_ref().and_then(|i| i.candidate.clone()),
-            script: self.env.script.clone(),
-            answers,
-            interview_complete,
-            transcript,
-        };
+        let input = assessor::Input::new(
+            self.shared.id.to_string(),
+            self.invite.as_ref().and_then(|i| i.candidate.clone()),
+            self.env.script.clone(),
+            self.items.iter(),
+            self.items.answers(),
+        );
         let started = assessor::start(
             &self.assessor,
             input,
@@ -96,7 +80,8 @@ impl Session {
                     json!({"kind": "assessment", "outcome": "completed", "report": path, "duration_ms": elapsed, "at": now_rfc3339()}),
                 );
                 log::info!("session {id}: assessment completed in {elapsed} ms");
-                self.send(protocol::assessment_completed(&id, &report))
+                let share = self.env.config.assessment.share_with_candidate;
+                self.send(protocol::assessment_completed(&id, &report, share))
                     .await;
                 Err(Finish {
                     reason: EndReason::Completed,

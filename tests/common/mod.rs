@@ -536,6 +536,43 @@ pub fn read_valid_report(path: &Path) -> Value {
     report
 }
 
+/// The whole report of a completed assessment: reads it from disk
+/// (`daemon.report_path` of the event's `session_id`, written before the
+/// event is sent) and checks it against the schema, after checking that
+/// `completed`, an `interview.assessment.completed` event, carries the view
+/// of it that its `shared` says (`assessment.share_with_candidate`): the
+/// whole report for `full`, exactly the session id and the summary for
+/// `summary`, `null` for `none`.
+pub fn full_report(daemon: &Daemon, completed: &Value) -> Value {
+    assert_eq!(
+        completed["type"], "interview.assessment.completed",
+        "{completed:#}"
+    );
+    let id = completed["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session_id: {completed:#}"));
+    let report = read_valid_report(&daemon.report_path(id));
+    assert_eq!(report["session_id"], id, "the report on disk is another's");
+    let delivered = &completed["report"];
+    match completed["shared"].as_str() {
+        Some("full") => assert_eq!(
+            *delivered, report,
+            "shared \"full\": the delivered report is not the one on disk"
+        ),
+        Some("summary") => assert_eq!(
+            *delivered,
+            json!({"session_id": id, "summary": report["summary"]}),
+            "shared \"summary\": not the summary view of the report on disk"
+        ),
+        Some("none") => assert!(
+            delivered.is_null(),
+            "shared \"none\", yet a report was delivered: {delivered:#}"
+        ),
+        _ => panic!("`shared` is not full, summary or none: {completed:#}"),
+    }
+    report
+}
+
 /// The assessment fields a `command` assessor prints for `script`, valid
 /// for any answers: one entry per question, no evidence.
 pub fn valid_assessment(script: &interviewd::script::Script, summary: &str) -> Value {

@@ -194,6 +194,8 @@ pub struct Sessions {
     pub idle_timeout: Dur,
     pub sweep_interval: Dur,
     pub ping_interval: Dur,
+    /// How long a session whose client has gone waits to be resumed.
+    pub resume_window: Dur,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -277,6 +279,7 @@ impl Default for Sessions {
             idle_timeout: Dur::secs(120),
             sweep_interval: Dur::secs(300),
             ping_interval: Dur::secs(20),
+            resume_window: Dur::secs(10 * 60),
         }
     }
 }

@@ -165,8 +165,9 @@ impl Store {
         self.read += whole as u64;
     }
 
-    /// The invite a token opens, or why it opens none. Does not use it.
-    pub fn check(&mut self, token: Option<&str>) -> Result<Invite, Refusal> {
+    /// The invite a token names, unless revoked; its expiry and uses are
+    /// not checked (a session it opened may be resumed with it).
+    pub fn lookup(&mut self, token: Option<&str>) -> Result<Invite, Refusal> {
         let token = token.ok_or(Refusal::Missing)?;
         let digest = hash(token);
         if !self.by_hash.contains_key(&digest) {
@@ -176,13 +177,25 @@ impl Store {
         if self.revoked.contains_key(&invite.id) {
             return Err(Refusal::Revoked);
         }
+        Ok(invite.clone())
+    }
+
+    /// Whether the invite may start a new session: not expired, uses left.
+    pub fn check_uses(&self, invite: Invite) -> Result<Invite, Refusal> {
         if now() >= invite.expires_at {
             return Err(Refusal::Expired);
         }
         if self.uses.get(&invite.id).copied().unwrap_or(0) >= invite.uses {
             return Err(Refusal::Used);
         }
-        Ok(invite.clone())
+        Ok(invite)
+    }
+
+    /// The invite a token opens for a new session, or why it opens none.
+    /// Does not use it.
+    pub fn check(&mut self, token: Option<&str>) -> Result<Invite, Refusal> {
+        let invite = self.lookup(token)?;
+        self.check_uses(invite)
     }
 
     /// Counts a session started with the invite.

@@ -135,6 +135,12 @@ impl Journal {
         let _ = self.send(session, record, None, false);
     }
 
+    /// Appends a record and lets the writer close the file (a suspended
+    /// session); the next record reopens it.
+    pub fn append_and_close(&self, session: &Arc<str>, record: Value) {
+        let _ = self.send(session, record, None, true);
+    }
+
     /// Appends the session's end line and lets the writer close the file.
     /// Synchronous so that it can run from a drop guard.
     pub fn end(&self, session: &Arc<str>, reason: EndReason, detail: Option<&str>) {

@@ -444,6 +444,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         relay,
         assessor_openai,
         tls,
+        resumable: Default::default(),
         invites: Rc::new(RefCell::new(interviewd::invites::Store::open(
             &state_dir,
             &sessions_dir,

@@ -85,6 +85,8 @@ pub struct Daemon {
     pub relay: Option<Rc<RelaySettings>>,
     /// The `openai` assessor's settings, likewise.
     pub assessor_openai: Option<Rc<crate::assessor::openai::Settings>>,
+    /// Live and suspended sessions by resume key (see `session::resume`).
+    pub resumable: crate::session::resume::Registry,
     /// The invites; the file is re-read when it grows.
     pub invites: Rc<RefCell<crate::invites::Store>>,
     /// The listener's TLS configuration (`server.tls_cert`); re-read on
@@ -393,7 +395,8 @@ fn spawn_session(
     handshake: crate::admission::Ticket,
 ) -> Entry {
     let shared = Rc::new(Shared::new(ids::session_id()));
-    let (control, control_rx) = async_channel::bounded(1);
+    // Room for a takeover and a shutdown notice at once.
+    let (control, control_rx) = async_channel::bounded(4);
     let env = Env {
         config: daemon.config.clone(),
         script: daemon.script.clone(),
@@ -407,6 +410,7 @@ fn spawn_session(
         assessor_openai: daemon.assessor_openai.clone(),
         tls: daemon.tls.clone(),
         invites: daemon.invites.clone(),
+        resumable: daemon.resumable.clone(),
     };
     let task = ex.spawn(session::run(
         key,
@@ -415,7 +419,7 @@ fn spawn_session(
         stream,
         peer,
         handshake,
-        control_rx,
+        (control.clone(), control_rx),
     ));
     Entry {
         task,
@@ -424,9 +428,11 @@ fn spawn_session(
     }
 }
 
-/// Removes sessions whose client has been silent for `sessions.idle_timeout`.
-/// Sessions being assessed are left alone: they end when the assessment
-/// does, within `assessment.timeout`.
+/// Lets go of clients that have been silent for `sessions.idle_timeout`:
+/// sessions mid-interview are told (they suspend, and can be resumed);
+/// connections still in their handshake are dropped. Sessions being
+/// assessed are left alone: they end when the assessment does, within
+/// `assessment.timeout`.
 fn sweep(table: &mut Table, config: &Config) {
     let idle_timeout = config.sessions.idle_timeout.0;
     let stale: Vec<u64> = table
@@ -436,13 +442,21 @@ fn sweep(table: &mut Table, config: &Config) {
         .map(|(&key, _)| key)
         .collect();
     for key in stale {
+        let Some(entry) = table.get(&key) else {
+            continue;
+        };
+        let idle = entry.shared.last_activity.get().elapsed();
+        log::info!(
+            "session {}: stale (no client activity for {} s)",
+            entry.shared.id,
+            idle.as_secs()
+        );
+        if entry.shared.phase.get() == Phase::Interview
+            && entry.control.try_send(Control::Stale).is_ok()
+        {
+            continue;
+        }
         if let Some(entry) = table.remove(&key) {
-            let idle = entry.shared.last_activity.get().elapsed();
-            log::info!(
-                "session {} ended: stale (no client activity for {} s)",
-                entry.shared.id,
-                idle.as_secs()
-            );
             entry.shared.cancel_reason.set(EndReason::Stale);
             drop(entry.task); // cancels the session; its guard writes the end line
         }

@@ -269,45 +269,58 @@ fn invites_admit_their_holders_and_nobody_else() {
     }
     assert_eq!(transcripts(&daemon), 0, "a refused token started a session");
 
-    // The three ways to present a token.
-    let as_header = Client::connect_raw_with(
+    // The three ways to present a token: the first opens a session, the
+    // others, with the same invite, take that session over (resume).
+    let mut as_header = Client::connect_raw_with(
         &daemon.url(),
         &[("Authorization", &format!("Bearer {token}"))],
     );
-    let as_protocol = Client::connect_raw_with(
+    let created = as_header.wait_for("session.created");
+    let session_id = created["session"]["id"].as_str().unwrap().to_owned();
+    let mut as_protocol = Client::connect_raw_with(
         &daemon.url(),
         &[(
             "Sec-WebSocket-Protocol",
             &format!("realtime, openai-insecure-api-key.{token}"),
         )],
     );
-    let as_query = Client::connect_raw_with(&format!("{}?invite={token}", daemon.url()), &[]);
-    drop((as_header, as_protocol));
-    let mut c = as_query;
-    let created = c.wait_for("session.created");
-    c.session_id = created["session"]["id"].as_str().unwrap().to_owned();
-    // Its three uses are spent.
-    let (status, body) = upgrade(
-        &daemon,
-        "/v1/realtime",
-        &format!("Authorization: Bearer {token}\r\n"),
-    );
     assert_eq!(
-        (status, body.trim()),
-        (401, "this invite has already been used")
+        as_protocol.wait_for("session.created")["session"]["id"],
+        session_id.as_str()
     );
+    let mut c = Client::connect_raw_with(&format!("{}?invite={token}", daemon.url()), &[]);
+    assert_eq!(
+        c.wait_for("session.created")["session"]["id"],
+        session_id.as_str()
+    );
+    assert_eq!(as_header.read_to_end(), Ended::Closed(4000));
+    assert_eq!(as_protocol.read_to_end(), Ended::Closed(4000));
+    c.session_id = session_id;
 
-    // A single-use invite works once.
-    let first = Client::connect_raw_with(
+    // A single-use invite: its session can be resumed, but once that
+    // session has ended the invite opens no other.
+    let mut first = Client::connect_raw_with(
         &daemon.url(),
         &[("Authorization", &format!("Bearer {single}"))],
     );
-    drop(first);
-    let (status, _) = upgrade(
-        &daemon,
-        "/v1/realtime",
-        &format!("Authorization: Bearer {single}\r\n"),
-    );
+    first.wait_for("response.done");
+    first.send(serde_json::json!({"type": "interview.finish"}));
+    first.wait_for("interview.assessment.completed");
+    assert_eq!(first.read_to_end(), Ended::Closed(1000));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let (status, body) = upgrade(
+            &daemon,
+            "/v1/realtime",
+            &format!("Authorization: Bearer {single}\r\n"),
+        );
+        // The session's end is a moment behind its last frame.
+        if status != 101 || Instant::now() > deadline {
+            assert_eq!(body.trim(), "this invite has already been used");
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(status, 401);
 
     c.wait_for("response.done");
@@ -338,7 +351,10 @@ fn invites_admit_their_holders_and_nobody_else() {
         }
     }
     let list = invite_cli(&daemon, &["list"]);
-    assert!(list.contains(&format!("{id}  used")), "{list}");
+    assert!(
+        list.contains(&format!("{id}  active    1/3 used")),
+        "{list}"
+    );
     assert!(list.contains(&format!("{revoked_id}  revoked")), "{list}");
 }
 

@@ -703,12 +703,14 @@ fn invalid_close_codes_are_protocol_errors() {
 /// `limits.max_sessions_per_ip`: a third session from one address gets HTTP
 /// 429 with `Retry-After`, another address is still served, an
 /// `X-Forwarded-For` header from a peer that is not a trusted proxy changes
-/// nothing, and a session that ends frees its place.
+/// nothing, and a session that ends frees its place (once its resume
+/// window has passed: a suspended session keeps it).
 #[test]
 fn sessions_per_address_are_capped_with_429() {
-    // No trusted proxy (the documented default, spelled out).
-    let daemon =
-        Daemon::start("[server]\ntrusted_proxies = []\n[limits]\nmax_sessions_per_ip = 2\n");
+    // No trusted proxy (loopback is trusted by default).
+    let daemon = Daemon::start(
+        "[server]\ntrusted_proxies = []\n[limits]\nmax_sessions_per_ip = 2\n[sessions]\nresume_window = \"200ms\"\n",
+    );
     let url = daemon.url();
     let claiming = |ip: &'static str| [("X-Forwarded-For", ip)];
     let first = session(&url, LOCALHOST, &claiming("203.0.113.1"));

@@ -813,8 +813,12 @@ fn the_assessment_survives_a_client_that_stops_reading() {
 // Ending sessions.
 // ---------------------------------------------------------------------------
 
+/// A short resume window, so that a client that leaves is not waited for
+/// long (see tests/resume.rs for what happens within it).
+const SHORT_RESUME: &str = "[sessions]\nresume_window = \"200ms\"\n";
+
 fn leaves_mid_interview(how: Leave, end_reason: &str) {
-    let daemon = Daemon::start(&send_timeout_config());
+    let daemon = Daemon::start(&format!("{}{SHORT_RESUME}", send_timeout_config()));
     let mut c = Client::connect(&daemon.url());
     c.answer("I worked on a payments service.");
     let id = c.session_id.clone();
@@ -831,37 +835,46 @@ fn leaves_mid_interview(how: Leave, end_reason: &str) {
         .filter(|r| r["role"] == "user")
         .count();
     assert_eq!(answers, 1);
+    // First suspended (resumable), then ended when nobody came back.
+    assert_eq!(
+        records(&journal, "suspended").len(),
+        1,
+        "{:#?}",
+        journal.records
+    );
 }
 
-/// A client whose TCP connection drops mid-interview (no close frame) ends
-/// its session with end reason client_closed.
+/// A client whose TCP connection drops mid-interview (no close frame)
+/// suspends its session; not resumed, it ends with end reason client_closed.
 #[test]
 fn a_client_dropping_its_connection_mid_interview_ends_with_client_closed() {
     leaves_mid_interview(Leave::DropTcp, "client_closed");
 }
 
-/// A client that sends a close frame mid-interview ends its session with
-/// end reason client_closed.
+/// A client that sends a close frame mid-interview suspends its session;
+/// not resumed, it ends with end reason client_closed.
 #[test]
 fn a_client_closing_mid_interview_ends_with_client_closed() {
     leaves_mid_interview(Leave::CloseFrame, "client_closed");
 }
 
 /// A client that stops reading mid-interview is let go once a write has
-/// stalled for `limits.send_timeout`: the session ends with end reason
-/// error, and what the client answered stays in the journal.
+/// stalled for `limits.send_timeout`: the session is suspended, then ends
+/// with end reason error, and what the client answered stays in the
+/// journal.
 #[test]
 fn a_client_that_stops_reading_mid_interview_is_let_go() {
     leaves_mid_interview(Leave::StopReading, "error");
 }
 
-/// The sweeper removes a session whose client holds the connection open but
-/// sends nothing for sessions.idle_timeout (journal "stale", socket closed),
-/// while a client that keeps sending is left alone.
+/// The sweeper lets go of a client that holds the connection open but
+/// sends nothing for sessions.idle_timeout (socket closed, session
+/// suspended, then journal "stale" when not resumed), while a client that
+/// keeps sending is left alone.
 #[test]
 fn the_sweeper_removes_silent_clients_but_not_active_ones() {
     let daemon = Daemon::start(
-        "[sessions]\nidle_timeout = \"500ms\"\nsweep_interval = \"100ms\"\nping_interval = \"10s\"\n",
+        "[sessions]\nidle_timeout = \"500ms\"\nsweep_interval = \"100ms\"\nping_interval = \"10s\"\nresume_window = \"200ms\"\n",
     );
     let mut silent = Client::connect(&daemon.url());
     let mut active = Client::connect(&daemon.url());

@@ -40,7 +40,10 @@ fn open_fds(pid: i32) -> usize {
 /// is free, and does not warn again when it hits the limit again soon.
 #[test]
 fn fd_exhaustion_is_logged_once_and_live_sessions_carry_on() {
-    let daemon = Daemon::start_with("", |cmd| limit(cmd, libc::RLIMIT_NOFILE, NOFILE));
+    // A short resume window: the sessions let go here end soon after.
+    let daemon = Daemon::start_with("[sessions]\nresume_window = \"100ms\"\n", |cmd| {
+        limit(cmd, libc::RLIMIT_NOFILE, NOFILE)
+    });
     // Every session takes two descriptors (socket, transcript); a bare TCP
     // connection in its handshake takes one. Even out the free count,
     // counted once a first session is up (so that everything the daemon

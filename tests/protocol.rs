@@ -1105,7 +1105,10 @@ fn a_valid_event_resets_the_invalid_event_count() {
 /// limits.max_sessions the upgrade is refused with 503 until a session ends.
 #[test]
 fn http_refusals_and_the_session_limit() {
-    let daemon = Daemon::start("[limits]\nmax_sessions = 2\n");
+    // A closed session keeps its place while it can be resumed: the window
+    // is short here so that the place frees soon.
+    let daemon =
+        Daemon::start("[limits]\nmax_sessions = 2\n[sessions]\nresume_window = \"200ms\"\n");
     let addr = daemon.addr;
     assert_eq!(http_status(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 404);
     assert_eq!(
@@ -1183,10 +1186,10 @@ fn query_string_and_authorization_header_are_accepted() {
 
 /// A client that closes the connection gets the server's close frame in
 /// reply (RFC 6455 section 5.5.1), not a reset; the journal says
-/// client_closed.
+/// client_closed once the (short) resume window has passed.
 #[test]
 fn a_client_initiated_close_is_answered_with_a_close_frame() {
-    let daemon = Daemon::start("");
+    let daemon = Daemon::start("[sessions]\nresume_window = \"200ms\"\n");
     let mut c = Client::connect(&daemon.url());
     c.ws.close(Some(tungstenite::protocol::CloseFrame {
         code: tungstenite::protocol::frame::coding::CloseCode::Normal,

@@ -117,6 +117,22 @@ impl Interviewer {
         }
     }
 
+    /// The client has gone and the session waits for it: let go of what
+    /// costs while nobody listens (the relay's upstream).
+    pub fn suspend(&mut self) {
+        if let Interviewer::Openai(r) = self {
+            r.suspend();
+        }
+    }
+
+    /// A client has taken the session over: pick up where it stopped.
+    pub async fn resume(&mut self, ctx: &Ctx<'_>) -> Result<Vec<Output>, EngineError> {
+        match self {
+            Interviewer::Scripted(s) => Ok(s.resume(ctx)),
+            Interviewer::Openai(r) => Ok(r.resume()),
+        }
+    }
+
     /// Why the interview could not be completed, if the engine failed it.
     pub fn failure(&self) -> Option<&str> {
         match self {

@@ -154,6 +154,9 @@ pub struct Relay {
     connected_once: bool,
     /// Numbers the items the relay itself adds upstream (see [`OWN_ITEM`]).
     own_items: u64,
+    /// The next configuration follows a resume: the client is told by the
+    /// session (`interview.resumed`), not by `interview.upstream.reconnected`.
+    resuming: bool,
     reconnects: u32,
     /// Client frames waiting for a configured upstream, in order.
     queue: VecDeque<String>,
@@ -189,6 +192,7 @@ impl Relay {
             configured: false,
             connected_once: false,
             own_items: 0,
+            resuming: false,
             reconnects: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -240,6 +244,29 @@ impl Relay {
     /// Why the interview could not be completed, once it could not.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
+    }
+
+    /// The client has gone: the upstream is closed (by drop) until it
+    /// comes back.
+    pub fn suspend(&mut self) {
+        self.upstream = None;
+        self.connecting = None;
+        self.configured = false;
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.awaiting_transcription.clear();
+        self.held.clear();
+        self.held_since = None;
+    }
+
+    /// A client has taken the session over: a new upstream, with the
+    /// conversation so far replayed (as after a reconnection).
+    pub(super) fn resume(&mut self) -> Vec<Output> {
+        if self.ending != Ending::Over && self.upstream.is_none() && self.connecting.is_none() {
+            self.resuming = true;
+            self.start_connecting();
+        }
+        Vec::new()
     }
 
     pub(super) fn open(&mut self) -> Vec<Output> {
@@ -626,9 +653,11 @@ impl Relay {
             self.configured = true;
             let note = "The connection was interrupted; the conversation so far is above. Carry on from where it stopped without greeting the candidate again.";
             self.instruct(note, "interview", out).await;
-            out.push(Output::Send(
-                json!({"type": "interview.upstream.reconnected"}),
-            ));
+            if !std::mem::take(&mut self.resuming) {
+                out.push(Output::Send(
+                    json!({"type": "interview.upstream.reconnected"}),
+                ));
+            }
         } else {
             self.configured = true;
             self.request_response("interview", out).await;

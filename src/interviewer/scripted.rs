@@ -140,6 +140,23 @@ impl Scripted {
         }
     }
 
+    /// After a resume: the question the candidate was answering, asked
+    /// again.
+    pub(super) fn resume(&mut self, ctx: &Ctx<'_>) -> Vec<Output> {
+        if self.closed {
+            return Vec::new();
+        }
+        let question = &self.script.questions[self.current];
+        let asked = match (&question.follow_up, self.follow_up_asked) {
+            (Some(follow_up), true) => follow_up.clone(),
+            _ => question.text.clone(),
+        };
+        self.turn(
+            Turn::Ask(format!("Welcome back. Where we stopped: {asked}")),
+            ctx,
+        )
+    }
+
     /// A turn as outputs: its line of the transcript, then the text
     /// response that carries it, marked as the closing one when it is.
     fn turn(&mut self, turn: Turn, ctx: &Ctx<'_>) -> Vec<Output> {

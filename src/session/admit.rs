@@ -10,19 +10,26 @@ use super::Env;
 use crate::admission::{self, Admission, Ticket};
 use crate::config::AccessMode;
 use crate::handshake::{Denied, Request};
-use crate::invites::Invite;
+use crate::invites::{self, Invite};
 use crate::log_limited;
 use crate::script::Script;
 
 /// What an admitted session starts with.
 pub struct Admitted {
     /// Its place under `limits.max_sessions`; given back when dropped.
-    pub slot: Ticket,
+    /// `None` when it resumes a session, which keeps the place it has.
+    pub slot: Option<Ticket>,
     /// The client's address (behind a trusted proxy, the one it names).
     pub client: IpAddr,
     pub invite: Option<Invite>,
     /// The invite's script, or the configured one.
     pub script: Arc<Script>,
+    /// The session this connection resumes, if it resumes one.
+    pub resume: Option<async_channel::Sender<super::Control>>,
+    /// For a new session: the key a later connection resumes it by.
+    pub resume_key: String,
+    /// For a new session in `open` mode: the token that resumes it.
+    pub resume_token: Option<String>,
 }
 
 /// The client's address for `request` from `peer`.
@@ -53,12 +60,51 @@ pub fn admit(env: &Env, peer: SocketAddr, request: &Request) -> Result<Admitted,
             });
         }
     }
-    let invite = match env.config.access_mode() {
-        AccessMode::Open => None,
+    let mut resume = None;
+    let mut resume_token = None;
+    let (invite, resume_key) = match env.config.access_mode() {
+        AccessMode::Open => {
+            // A token we gave out resumes its session; anything else is a
+            // new session with a token of its own.
+            let known = request.token.as_deref().and_then(|t| {
+                let key = format!("token:{}", invites::hash(t));
+                env.resumable.borrow().get(&key).cloned()
+            });
+            match known {
+                Some(session) => {
+                    resume = Some(session);
+                    (None, String::new())
+                }
+                None => {
+                    let token = new_resume_token();
+                    let key = format!("token:{}", invites::hash(&token));
+                    resume_token = Some(token);
+                    (None, key)
+                }
+            }
+        }
         AccessMode::Invite => {
-            let checked = env.invites.borrow_mut().check(request.token.as_deref());
+            let token = request.token.as_deref();
+            let found = env.invites.borrow_mut().lookup(token);
+            let key = found
+                .as_ref()
+                .ok()
+                .map(|invite| format!("invite:{}", invite.id));
+            // An invite's live or suspended session is resumed by it, used
+            // up or not.
+            let session = key
+                .as_ref()
+                .and_then(|k| env.resumable.borrow().get(k).cloned());
+            let checked = match (found, session) {
+                (Ok(invite), Some(session)) => {
+                    resume = Some(session);
+                    Ok(invite)
+                }
+                (Ok(invite), None) => env.invites.borrow().check_uses(invite),
+                (Err(refusal), _) => Err(refusal),
+            };
             match checked {
-                Ok(invite) => Some(invite),
+                Ok(invite) => (Some(invite), key.unwrap_or_default()),
                 Err(refusal) => {
                     log_limited!(
                         log::Level::Info,
@@ -91,19 +137,26 @@ pub fn admit(env: &Env, peer: SocketAddr, request: &Request) -> Result<Admitted,
     };
     let client = client_of(env, peer, request);
     let exempt = env.config.server.is_trusted(client);
-    let slot = Admission::session(&env.admission, client, exempt, &env.config.limits).map_err(
-        |refusal| {
-            log_limited!(
-                log::Level::Warn,
-                "refused",
-                "refused {peer}: {refusal} (limits: {} sessions, {} per address)",
-                env.config.limits.max_sessions,
-                env.config.limits.max_sessions_per_ip
-            );
-            Denied::from(refusal)
-        },
-    )?;
-    if let Some(invite) = &invite {
+    // A resumed session keeps its slot: a candidate coming back is never
+    // turned away for lack of room.
+    let slot = match resume {
+        Some(_) => None,
+        None => Some(
+            Admission::session(&env.admission, client, exempt, &env.config.limits).map_err(
+                |refusal| {
+                    log_limited!(
+                        log::Level::Warn,
+                        "refused",
+                        "refused {peer}: {refusal} (limits: {} sessions, {} per address)",
+                        env.config.limits.max_sessions,
+                        env.config.limits.max_sessions_per_ip
+                    );
+                    Denied::from(refusal)
+                },
+            )?,
+        ),
+    };
+    if let (Some(invite), None) = (&invite, &resume) {
         env.invites.borrow_mut().record_use(&invite.id);
     }
     Ok(Admitted {
@@ -111,7 +164,22 @@ pub fn admit(env: &Env, peer: SocketAddr, request: &Request) -> Result<Admitted,
         client,
         invite,
         script,
+        resume,
+        resume_key,
+        resume_token,
     })
+}
+
+/// A token that resumes an `open`-mode session: 192 random bits.
+fn new_resume_token() -> String {
+    let mut bytes = [0u8; 24];
+    // A failing system RNG leaves the session without a way back, nothing
+    // worse: it is a convenience, not an access control.
+    if getrandom::fill(&mut bytes).is_err() {
+        return String::new();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("rst_{hex}")
 }
 
 /// A script named by an invite: `interview.scripts_dir/NAME.toml`.

@@ -14,20 +14,6 @@ use crate::journal::{now_rfc3339, JournalError};
 use crate::log_limited;
 use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role};
 
-/// The engine's view of the session, borrowed field by field so that the
-/// engine (another field) can be borrowed mutably beside it.
-macro_rules! ctx {
-    ($s:expr) => {
-        Ctx {
-            session_id: &$s.shared.id,
-            expires_at: $s.expires_at,
-            items: &$s.items,
-            ids: &$s.ids,
-            conversation_id: &$s.conversation_id,
-        }
-    };
-}
-
 /// What a transcript line costs besides its text (ids, keys, timestamp),
 /// counted against `limits.max_transcript_bytes`.
 const RECORD_OVERHEAD: u64 = 160;
@@ -65,14 +51,23 @@ impl Session {
             ));
         }
         self.shared.journal.set(JournalState::Open);
-        let created = protocol::session_created(
-            self.interviewer
-                .session_object(&self.shared.id, self.expires_at),
-        );
+        let created = self.created_event();
         self.send(created).await;
         let ctx = ctx!(self);
         let opened = self.interviewer.open(&ctx).await;
         self.apply(opened, None).await
+    }
+
+    /// `session.created` for this session, with its resume token in
+    /// `open` mode.
+    pub(super) fn created_event(&self) -> Value {
+        let mut session = self
+            .interviewer
+            .session_object(&self.shared.id, self.expires_at);
+        if let Some(token) = &self.resume_token {
+            session["resume_token"] = json!(token);
+        }
+        protocol::session_created(session)
     }
 
     /// Carries out what the engine asked for, in order; if the engine
@@ -258,10 +253,10 @@ impl Session {
     pub(super) async fn client_gone(&mut self, why: &str) -> Flow {
         self.drop_client().await;
         self.record_client_gone(why);
-        if self.assessing.is_some() {
-            return Ok(());
+        if self.assessing.is_none() {
+            self.suspend(EndReason::ClientClosed, why.to_owned());
         }
-        Err(Finish::quietly(EndReason::ClientClosed, why.to_owned()))
+        Ok(())
     }
 
     /// A frame over the client's rate was dropped; say so at most once a

@@ -227,6 +227,7 @@ pub(super) async fn next_wake(
     interviewer: &mut Interviewer,
     control: &async_channel::Receiver<Control>,
     next_ping: Instant,
+    resume_until: Option<Instant>,
 ) -> Wake {
     let connected = ws.is_some();
     let control = async {
@@ -267,5 +268,20 @@ pub(super) async fn next_wake(
         Wake::Ping
     };
     let engine = async { Wake::Engine(interviewer.wake().await) };
-    control.or(assessment).or(frame).or(engine).or(ping).await
+    let expiry = async {
+        match resume_until {
+            Some(at) => {
+                Timer::at(at).await;
+                Wake::ResumeExpired
+            }
+            None => std::future::pending().await,
+        }
+    };
+    control
+        .or(assessment)
+        .or(frame)
+        .or(engine)
+        .or(ping)
+        .or(expiry)
+        .await
 }

@@ -43,12 +43,27 @@ use crate::log_limited;
 use crate::script::Script;
 use crate::workers::Workers;
 
+/// The engine's view of the session, borrowed field by field so that the
+/// engine (another field) can be borrowed mutably beside it.
+macro_rules! ctx {
+    ($s:expr) => {
+        Ctx {
+            session_id: &$s.shared.id,
+            expires_at: $s.expires_at,
+            items: &$s.items,
+            ids: &$s.ids,
+            conversation_id: &$s.conversation_id,
+        }
+    };
+}
+
 pub mod admit;
 mod assessment;
 mod conversation;
 mod io;
 mod items;
 mod rate;
+pub mod resume;
 
 pub use items::Items;
 use rate::RateLimit;
@@ -74,6 +89,8 @@ pub enum Phase {
     Interview,
     Assessing,
     Closing,
+    /// The client has gone; waiting for it to resume.
+    Suspended,
 }
 
 impl Phase {
@@ -83,15 +100,21 @@ impl Phase {
             Phase::Interview => "interview",
             Phase::Assessing => "assessing",
             Phase::Closing => "closing",
+            Phase::Suspended => "suspended",
         }
     }
 }
 
-/// Messages from the loop to a session.
-#[derive(Debug)]
+/// Messages to a session, from the loop or from a connection that resumes
+/// it.
 pub enum Control {
     /// Shutdown: send close 1012 to the client and end.
     GoAway,
+    /// The sweeper: the client has been silent too long; let it go and
+    /// wait for it to resume.
+    Stale,
+    /// A new connection for this session (see `resume`).
+    TakeOver(Box<resume::TakeOver>),
 }
 
 /// Messages from a session to the loop.
@@ -148,6 +171,8 @@ pub struct Env {
     pub invites: Rc<RefCell<crate::invites::Store>>,
     /// The listener's TLS configuration, when `server.tls_cert` is set.
     pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    /// Sessions by resume key, for connections that resume one.
+    pub resumable: resume::Registry,
     /// The `openai` engine's settings, when it is configured.
     pub relay: Option<Rc<crate::interviewer::openai::Settings>>,
     /// The `openai` assessor's settings, when it is configured.
@@ -189,7 +214,10 @@ pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     handshake: Ticket,
-    control: async_channel::Receiver<Control>,
+    control: (
+        async_channel::Sender<Control>,
+        async_channel::Receiver<Control>,
+    ),
 ) {
     let guard = EndGuard {
         shared: shared.clone(),
@@ -206,7 +234,10 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     handshake: Ticket,
-    control: async_channel::Receiver<Control>,
+    (control_tx, control): (
+        async_channel::Sender<Control>,
+        async_channel::Receiver<Control>,
+    ),
 ) {
     let limits = &env.config.limits;
     // Writes are eager (no write buffering) and bounded in time by
@@ -310,17 +341,57 @@ async fn serve(
     shared.phase.set(Phase::Interview);
     shared.last_activity.set(Instant::now());
     let client = admitted.client;
-    let _slot = admitted.slot;
+    if let Some(session) = admitted.resume {
+        // This connection resumes another session: hand it over and end.
+        let take_over = resume::TakeOver {
+            ws,
+            client,
+            interview_events,
+        };
+        if let Err(e) = session.try_send(Control::TakeOver(Box::new(take_over))) {
+            log::info!("connection from {peer}: the session it resumes has just ended");
+            if let Control::TakeOver(t) = e.into_inner() {
+                let mut ws = t.ws;
+                let frame = async_tungstenite::tungstenite::protocol::CloseFrame {
+                    code: CloseCode::Again,
+                    reason: "the session has just ended; connect again".into(),
+                };
+                let _ = ws
+                    .close(Some(frame))
+                    .or(async {
+                        Timer::after(limits.send_timeout.0).await;
+                        Ok(())
+                    })
+                    .await;
+            }
+        }
+        return;
+    }
     let mut session_env = env.clone();
     session_env.script = admitted.script;
     let mut session = Session::new(shared.clone(), session_env, ws, interview_events);
     session.invite = admitted.invite;
+    session.slot = admitted.slot;
+    session.resume_token = admitted.resume_token;
+    let key = admitted.resume_key;
+    env.resumable
+        .borrow_mut()
+        .insert(key.clone(), control_tx.clone());
     if client == peer.ip() {
         log::info!("session {} started for {peer}", shared.id);
     } else {
         log::info!("session {} started for {client} (via {peer})", shared.id);
     }
     let finish = session.run(&control).await;
+    {
+        let mut registry = env.resumable.borrow_mut();
+        if registry
+            .get(&key)
+            .is_some_and(|tx| tx.same_channel(&control_tx))
+        {
+            registry.remove(&key);
+        }
+    }
     record_end(
         shared,
         &env.journal,
@@ -351,6 +422,13 @@ enum Upgrade {
     ShuttingDown,
 }
 
+/// A suspended session: why, and until when it can be resumed.
+struct Suspension {
+    reason: EndReason,
+    detail: String,
+    until: Instant,
+}
+
 /// An assessment in progress.
 struct Assessing {
     job: Running,
@@ -368,6 +446,8 @@ enum Wake {
     Assessed(Result<Value, String>),
     AssessmentTimedOut,
     Engine(crate::interviewer::Wake),
+    /// The resume window of a suspended session has passed.
+    ResumeExpired,
 }
 
 /// How a session ends: the journal's end line, then (if the client is
@@ -439,6 +519,13 @@ struct Session {
     /// The invite that opened the session, if any: named in the transcript
     /// header and the report.
     invite: Option<crate::invites::Invite>,
+    /// `open` mode: the token a client presents to resume the session.
+    resume_token: Option<String>,
+    /// The client's place under `limits.max_sessions`; given back while the
+    /// session is suspended.
+    slot: Option<Ticket>,
+    /// Set while the client is gone and the session waits for it.
+    suspended: Option<Suspension>,
     /// False when the client asked for the Realtime API's events only
     /// (`?interview_events=0`): see `Session::for_client`.
     interview_events: bool,
@@ -477,6 +564,9 @@ impl Session {
             transcript_bytes: 0,
             rate,
             invite: None,
+            resume_token: None,
+            slot: None,
+            suspended: None,
             interview_events,
             expires_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -495,16 +585,42 @@ impl Session {
             Err(end) => return end,
         }
         loop {
+            let resume_until = self.suspended.as_ref().map(|s| s.until);
             let wake = io::next_wake(
                 &mut self.ws,
                 &self.assessing,
                 &mut self.interviewer,
                 control,
                 self.next_ping,
+                resume_until,
             )
             .await;
             let flow = match wake {
-                Wake::Control(Control::GoAway) => Err(Finish::go_away()),
+                Wake::Control(Control::GoAway) => match self.suspended.take() {
+                    // Its client is gone: no close frame to send.
+                    Some(_) => Err(Finish::quietly(
+                        EndReason::Shutdown,
+                        "daemon shutdown while suspended".into(),
+                    )),
+                    None => Err(Finish::go_away()),
+                },
+                Wake::Control(Control::Stale) => {
+                    if self.ws.is_some() && self.assessing.is_none() {
+                        self.ws = None;
+                        let idle = self.shared.last_activity.get().elapsed().as_secs();
+                        self.suspend(EndReason::Stale, format!("no client activity for {idle} s"));
+                    }
+                    Ok(())
+                }
+                Wake::Control(Control::TakeOver(t)) => self.take_over(*t).await,
+                Wake::ResumeExpired => {
+                    let s = self.suspended.take().expect("only while suspended");
+                    log::info!(
+                        "session {}: not resumed within sessions.resume_window",
+                        self.shared.id
+                    );
+                    return Finish::quietly(s.reason, s.detail);
+                }
                 Wake::Frame(frame) => {
                     let bytes = frame_len(&frame);
                     let flow = self.on_frame(frame).await;
@@ -541,7 +657,8 @@ impl Session {
                         .or(async {
                             match control.recv().await {
                                 Ok(Control::GoAway) => None,
-                                Err(_) => std::future::pending().await,
+                                // Heard again after the grace.
+                                Ok(_) | Err(_) => std::future::pending().await,
                             }
                         })
                         .await;
@@ -557,13 +674,18 @@ impl Session {
             if let Err(end) = flow {
                 return end;
             }
-            if self.ws.is_none() && self.assessing.is_none() {
+            if self.ws.is_none() && self.assessing.is_none() && self.suspended.is_none() {
+                if self.interviewer.current_question().is_none() {
+                    // Lost after the closing remark, before the assessment
+                    // started: nothing to resume.
+                    return Finish::quietly(EndReason::ClientClosed, "client gone".into());
+                }
                 // A write failed mid-interview: the client is gone.
                 let lost = self.lost.take().unwrap_or(Lost {
                     reason: EndReason::ClientClosed,
                     detail: "client gone".into(),
                 });
-                return Finish::quietly(lost.reason, lost.detail);
+                self.suspend(lost.reason, lost.detail);
             }
         }
     }

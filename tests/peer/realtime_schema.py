@@ -33,6 +33,9 @@ DOCUMENTED_EXTRAS = {
     ("session.created", "session.id"),
     ("session.created", "session.object"),
     ("session.created", "session.expires_at"),
+    # interviewd's own, documented in docs/protocol.md (Resume): the token
+    # that resumes an `open`-mode session after a dropped connection.
+    ("session.created", "session.resume_token"),
 }
 
 

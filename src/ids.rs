@@ -33,6 +33,14 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// Makes the next id greater than `n` (after a restore, so that new
+    /// ids do not repeat the ones in the journal).
+    pub fn skip_past(&self, n: u64) {
+        if self.next.get() < n {
+            self.next.set(n);
+        }
+    }
+
     pub fn next(&self, prefix: &str) -> String {
         let n = self.next.get() + 1;
         self.next.set(n);

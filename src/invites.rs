@@ -180,6 +180,15 @@ impl Store {
         Ok(invite.clone())
     }
 
+    /// The invite with this id, if the file has it.
+    pub fn get(&mut self, id: &str) -> Option<Invite> {
+        let find = |s: &Store| s.by_hash.values().find(|i| i.id == id).cloned();
+        find(self).or_else(|| {
+            self.refresh();
+            find(self)
+        })
+    }
+
     /// Whether the invite may start a new session: not expired, uses left.
     pub fn check_uses(&self, invite: Invite) -> Result<Invite, Refusal> {
         if now() >= invite.expires_at {

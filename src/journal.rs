@@ -107,6 +107,18 @@ impl Journal {
     /// Starts the writer thread for `dir` (created if missing).
     pub fn start(dir: PathBuf, workers: &mut Workers) -> std::io::Result<Journal> {
         crate::fsutil::private_dir(&dir)?;
+        // Before anything new is written, and before startup reads the
+        // transcripts (to resume or re-assess them): settle what a crash
+        // left open.
+        let recovered = recovery::recover(&dir);
+        if recovered != Recovered::default() {
+            log::warn!(
+                "journal: {} transcript(s) left open by an unclean stop were suspended ({} torn line(s) cut, {} could not be repaired)",
+                recovered.closed,
+                recovered.torn,
+                recovered.failed
+            );
+        }
         let (tx, rx) = async_channel::unbounded();
         workers.spawn("journal-writer".into(), WorkerKind::Journal, move || {
             writer(dir, rx)
@@ -180,16 +192,6 @@ impl Journal {
 }
 
 fn writer(dir: PathBuf, rx: async_channel::Receiver<Op>) {
-    // Before anything new is written: close what a crash left open.
-    let recovered = recovery::recover(&dir);
-    if recovered != Recovered::default() {
-        log::warn!(
-            "journal: {} transcript(s) left open by an unclean stop were closed ({} torn line(s) cut, {} could not be repaired)",
-            recovered.closed,
-            recovered.torn,
-            recovered.failed
-        );
-    }
     // Held open for syncing the directory after a file is created, so that
     // creating a session costs exactly one descriptor (its file).
     let dir_handle = File::open(&dir);
@@ -338,12 +340,33 @@ pub struct Transcript {
 }
 
 impl Transcript {
+    /// How the session stopped: its last `end` line's reason, or, for a
+    /// session that stopped suspended (it may still be resumed), the
+    /// reason it was suspended for.
     pub fn end_reason(&self) -> Option<&str> {
+        let last = self
+            .records
+            .iter()
+            .rev()
+            .find(|r| r["kind"] == "end" || r["kind"] == "suspended")?;
+        if last["kind"] == "suspended" && !self.is_suspended() {
+            return self
+                .records
+                .iter()
+                .rev()
+                .find(|r| r["kind"] == "end")
+                .and_then(|r| r["reason"].as_str());
+        }
+        last["reason"].as_str()
+    }
+
+    /// Whether the transcript stops suspended: resumable, not ended.
+    pub fn is_suspended(&self) -> bool {
         self.records
             .iter()
             .rev()
-            .find(|r| r["kind"] == "end")
-            .and_then(|r| r["reason"].as_str())
+            .find(|r| matches!(r["kind"].as_str(), Some("end" | "suspended" | "resumed")))
+            .is_some_and(|r| r["kind"] == "suspended")
     }
 }
 

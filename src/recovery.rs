@@ -3,9 +3,10 @@
 //! A daemon that was SIGKILLed, or a machine that lost power, leaves the
 //! transcripts of its live sessions without an end line, and perhaps with a
 //! torn last line (a write cut short; it was never acknowledged). At start,
-//! before it writes anything else, the journal writer cuts each torn line
-//! and closes each such transcript with an end line, so that every
-//! transcript ends well-formed and says how it ended.
+//! before anything else is written, each torn line is cut and each such
+//! transcript gets a `suspended` line (reason `error`): every transcript
+//! then ends well-formed, and the interview can still be resumed
+//! (`session::restore`) or, past its resume window, is ended.
 //!
 //! Only the tail of each file is read, so this costs about one open and one
 //! small read per transcript.
@@ -86,19 +87,23 @@ fn recover_file(path: &Path) -> std::io::Result<(bool, bool)> {
         let start = line_start(&file, len - 1)?;
         let mut last = vec![0u8; (len - 1 - start) as usize];
         file.read_exact_at(&mut last, start)?;
-        let ended = serde_json::from_slice::<Value>(&last).is_ok_and(|v| v["kind"] == "end");
-        if !ended {
+        // A session the daemon stopped without suspending or ending (a
+        // crash) is suspended now: it may be resumed (session::restore) or,
+        // past its resume window, ended with this reason.
+        let settled = serde_json::from_slice::<Value>(&last)
+            .is_ok_and(|v| v["kind"] == "end" || v["kind"] == "suspended");
+        if !settled {
             let record = json!({
-                "kind": "end",
+                "kind": "suspended",
                 "reason": EndReason::Error.as_str(),
-                "detail": "the daemon stopped without ending this session; closed at the next start",
+                "detail": "the daemon stopped without closing this session",
                 "at": now_rfc3339(),
             });
             let mut line = record.to_string();
             line.push('\n');
             file.write_all_at(line.as_bytes(), len)?;
         }
-        !ended
+        !settled
     };
     if closed || torn {
         file.sync_data()?;
@@ -163,6 +168,7 @@ mod tests {
         for path in [&open, &torn] {
             let t = crate::journal::read(path).unwrap();
             assert!(!t.torn_tail);
+            assert_eq!(t.records.last().unwrap()["kind"], "suspended");
             assert_eq!(t.end_reason(), Some("error"));
         }
         assert_eq!(crate::journal::read(&torn).unwrap().records.len(), 2);

@@ -174,6 +174,12 @@ pub async fn run(
     // Owned here: dropped (cancelled) when the loop ends; their worker
     // threads are joined by the shutdown sequence like every assessment's.
     let _reassessing = reassess_pending(ex, &daemon);
+    for found in crate::session::restore::find(&daemon.reports_dir.with_file_name("sessions")) {
+        let key = next_key;
+        next_key += 1;
+        let entry = restore_session(ex, &daemon, &events_tx, key, found);
+        table.insert(key, entry);
+    }
     // Signals first, then the listener: a busy table must not delay a
     // shutdown or a new connection.
     let trigger = loop {
@@ -360,6 +366,50 @@ fn reassess_pending(ex: &LocalExecutor<'_>, daemon: &Daemon) -> Vec<Task<()>> {
     tasks
 }
 
+/// What a session gets from the daemon, as configured now.
+fn session_env(daemon: &Daemon, events: &async_channel::Sender<Event>) -> Env {
+    Env {
+        config: daemon.config.clone(),
+        script: daemon.script.clone(),
+        journal: daemon.journal.clone(),
+        workers: daemon.workers.clone(),
+        children: daemon.children.clone(),
+        reports_dir: daemon.reports_dir.clone(),
+        events: events.clone(),
+        admission: daemon.admission.clone(),
+        relay: daemon.relay.clone(),
+        assessor_openai: daemon.assessor_openai.clone(),
+        tls: daemon.tls.clone(),
+        invites: daemon.invites.clone(),
+        resumable: daemon.resumable.clone(),
+    }
+}
+
+/// A session restored from its journal after a restart, in the table like
+/// any other (see `session::restore`).
+fn restore_session(
+    ex: &LocalExecutor<'_>,
+    daemon: &Daemon,
+    events: &async_channel::Sender<Event>,
+    key: u64,
+    found: crate::session::restore::Suspended,
+) -> Entry {
+    let shared = Rc::new(Shared::new(found.session_id.clone()));
+    let (control, control_rx) = async_channel::bounded(4);
+    let task = ex.spawn(crate::session::restore::run(
+        key,
+        shared.clone(),
+        session_env(daemon, events),
+        found,
+        (control.clone(), control_rx),
+    ));
+    Entry {
+        task,
+        control,
+        shared,
+    }
+}
+
 /// A connection over a handshake limit is closed at once: holding it, even
 /// to read its request, is what a slowloris wants. Over the per-address
 /// limit it is first told 429, if the socket takes the answer at once.
@@ -397,21 +447,7 @@ fn spawn_session(
     let shared = Rc::new(Shared::new(ids::session_id()));
     // Room for a takeover and a shutdown notice at once.
     let (control, control_rx) = async_channel::bounded(4);
-    let env = Env {
-        config: daemon.config.clone(),
-        script: daemon.script.clone(),
-        journal: daemon.journal.clone(),
-        workers: daemon.workers.clone(),
-        children: daemon.children.clone(),
-        reports_dir: daemon.reports_dir.clone(),
-        events: events.clone(),
-        admission: daemon.admission.clone(),
-        relay: daemon.relay.clone(),
-        assessor_openai: daemon.assessor_openai.clone(),
-        tls: daemon.tls.clone(),
-        invites: daemon.invites.clone(),
-        resumable: daemon.resumable.clone(),
-    };
+    let env = session_env(daemon, events);
     let task = ex.spawn(session::run(
         key,
         shared.clone(),

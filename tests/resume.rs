@@ -215,3 +215,76 @@ fn suspended_sessions_cost_little_memory() {
         "suspending grew the daemon: {connected} -> {suspended} KiB"
     );
 }
+
+/// Resume survives a restart: stopped mid-interview by `signal` (SIGTERM:
+/// the client gets 1012 and the journal says `suspended`; SIGKILL: the
+/// next start's recovery says so), the daemon starts again, rebuilds the
+/// session from its journal, and the token resumes it: same id, the
+/// conversation, `interview.resumed`, the open question again. The
+/// interview then finishes with every answer journaled once.
+fn resumes_across_a_restart(signal: i32) {
+    let mut daemon = Daemon::start("");
+    let mut c = Client::connect(&daemon.url());
+    let token = c.events[0]["session"]["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    answer_and_next(&mut c, "first answer");
+    let id = c.session_id.clone();
+    if signal == libc::SIGTERM {
+        let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(c.read_to_end(), Ended::Closed(1012));
+        assert!(
+            daemon.journal(&id).is_suspended(),
+            "{:#?}",
+            daemon.journal(&id).records
+        );
+    } else {
+        daemon.signal(libc::SIGKILL);
+        daemon.wait_exit(WAIT);
+        drop(c);
+    }
+    let daemon = daemon.restart();
+    daemon.wait_for_log(&format!("session {id}: restored from its journal"));
+    let mut c = connect_with(&daemon, &token);
+    let again = until(&mut c, "session.created");
+    assert_eq!(again["session"]["id"], id.as_str());
+    assert_eq!(again["session"]["resume_token"], token.as_str());
+    until(&mut c, "interview.resumed");
+    let turn = until(&mut c, "response.done");
+    let script = interviewd::script::Script::builtin();
+    let text = turn["response"]["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(text.contains(&script.questions[1].text), "{text}");
+    c.session_id = id.clone();
+    c.answer_all("the rest of my answers, about tests and logs");
+    let done = until(&mut c, "interview.assessment.completed");
+    let report = full_report(&daemon, &done);
+    let journal = ended_journal(&daemon, &id);
+    let firsts = records(&journal, "item")
+        .iter()
+        .filter(|r| {
+            r["role"] == "user"
+                && r["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("first answer"))
+        })
+        .count();
+    assert_eq!(firsts, 1);
+    assert_eq!(report["interview_complete"], true);
+    assert_eq!(journal.end_reason(), Some("completed"));
+}
+
+#[test]
+/// See `resumes_across_a_restart`: SIGTERM.
+fn an_interview_resumes_after_sigterm_and_restart() {
+    resumes_across_a_restart(libc::SIGTERM);
+}
+
+#[test]
+/// See `resumes_across_a_restart`: SIGKILL.
+fn an_interview_resumes_after_sigkill_and_restart() {
+    resumes_across_a_restart(libc::SIGKILL);
+}

@@ -93,6 +93,26 @@ impl Interviewer {
         }
     }
 
+    /// The engine for a conversation restored after a restart; `None` when
+    /// it cannot pick up (the engine is no longer configured, or the
+    /// script has changed).
+    pub fn restored(
+        name: &str,
+        script: Arc<Script>,
+        relay: Option<Rc<openai::Settings>>,
+        items: &Items,
+    ) -> Option<Interviewer> {
+        match (name, relay) {
+            ("openai", Some(settings)) => {
+                let mut r = Relay::new(settings, script);
+                r.restore(items);
+                Some(Interviewer::Openai(Box::new(r)))
+            }
+            ("scripted", _) => Scripted::restore(script, items).map(Interviewer::Scripted),
+            _ => None,
+        }
+    }
+
     /// The engine's name, as configured (`interview.engine`).
     pub fn name(&self) -> &'static str {
         match self {

@@ -246,6 +246,15 @@ impl Relay {
         self.failed.as_deref()
     }
 
+    /// The engine for a conversation restored after a restart: the next
+    /// upstream is a reconnection (the conversation is replayed to it).
+    pub fn restore(&mut self, items: &crate::session::Items) {
+        self.connected_once = true;
+        for item in items.iter().filter(|i| i.role == Role::Assistant) {
+            self.follow_questions(&item.text);
+        }
+    }
+
     /// The client has gone: the upstream is closed (by drop) until it
     /// comes back.
     pub fn suspend(&mut self) {

@@ -8,6 +8,16 @@ use super::{session_object, CandidateChoices, Ctx, Output};
 use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role, SCRIPTED_MODEL};
 use crate::script::Script;
 
+/// How the turn after a resume starts: `restore` knows it is not a step of
+/// the walk.
+pub const RESUME_PREFIX: &str = "Welcome back. Where we stopped: ";
+
+fn turn_text(turn: &Turn) -> &str {
+    match turn {
+        Turn::Ask(t) | Turn::Close(t) => t,
+    }
+}
+
 /// One interviewer turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
@@ -19,6 +29,7 @@ pub enum Turn {
 
 /// Walks a script: greeting with the first question, then one question per
 /// turn, with the question's follow-up once when the answer is thin.
+#[derive(Clone)]
 pub struct Scripted {
     script: Arc<Script>,
     current: usize,
@@ -140,6 +151,47 @@ impl Scripted {
         }
     }
 
+    /// The engine as it stood after the conversation in `items` (a session
+    /// restored after a restart): the walk is replayed turn by turn and
+    /// must produce the same interviewer lines; `None` if it does not (the
+    /// script has changed).
+    pub fn restore(script: Arc<Script>, items: &crate::session::Items) -> Option<Scripted> {
+        let mut engine = Scripted::new(script);
+        let mut words: std::collections::HashMap<&str, usize> = Default::default();
+        let mut opened = false;
+        for (item, question) in items.iter_with_questions() {
+            match item.role {
+                Role::User => {
+                    if let Some(q) = question {
+                        *words.entry(q).or_default() += crate::script::word_count(&item.text);
+                    }
+                }
+                Role::Assistant if item.text.starts_with(RESUME_PREFIX) => {}
+                Role::Assistant => {
+                    let said = if !opened {
+                        opened = true;
+                        engine.opening()
+                    } else {
+                        let current = engine.current_question().unwrap_or("");
+                        let heard = words.get(current).copied().unwrap_or(0);
+                        let mut next = engine.clone();
+                        match next.respond(heard) {
+                            turn if turn_text(&turn) == item.text => {
+                                engine = next;
+                                turn
+                            }
+                            _ => engine.finish(),
+                        }
+                    };
+                    if turn_text(&said) != item.text {
+                        return None;
+                    }
+                }
+            }
+        }
+        opened.then_some(engine)
+    }
+
     /// After a resume: the question the candidate was answering, asked
     /// again.
     pub(super) fn resume(&mut self, ctx: &Ctx<'_>) -> Vec<Output> {
@@ -151,10 +203,7 @@ impl Scripted {
             (Some(follow_up), true) => follow_up.clone(),
             _ => question.text.clone(),
         };
-        self.turn(
-            Turn::Ask(format!("Welcome back. Where we stopped: {asked}")),
-            ctx,
-        )
+        self.turn(Turn::Ask(format!("{RESUME_PREFIX}{asked}")), ctx)
     }
 
     /// A turn as outputs: its line of the transcript, then the text

@@ -140,7 +140,9 @@ pub fn admit(env: &Env, peer: SocketAddr, request: &Request) -> Result<Admitted,
     // A resumed session keeps its slot: a candidate coming back is never
     // turned away for lack of room.
     let slot = match resume {
-        Some(_) => None,
+        // A session restored after a restart holds no place yet: take one
+        // if there is room, and resume anyway if there is not.
+        Some(_) => Admission::session(&env.admission, client, exempt, &env.config.limits).ok(),
         None => Some(
             Admission::session(&env.admission, client, exempt, &env.config.limits).map_err(
                 |refusal| {

@@ -87,6 +87,7 @@ impl Session {
                     reason: EndReason::Completed,
                     detail: None,
                     close: Some((CloseCode::Normal, "interview complete")),
+                    record: super::Record::End,
                 })
             }
             Err(reason) => {

@@ -16,7 +16,7 @@ use crate::protocol::{self, ClientEvent, Item, ProtocolError, Role};
 
 /// What a transcript line costs besides its text (ids, keys, timestamp),
 /// counted against `limits.max_transcript_bytes`.
-const RECORD_OVERHEAD: u64 = 160;
+pub(super) const RECORD_OVERHEAD: u64 = 160;
 
 impl Session {
     /// Opens the journal, then greets the candidate.
@@ -36,6 +36,11 @@ impl Session {
             header["invite"] = json!(invite.id);
             header["candidate"] = json!(invite.candidate);
             header["script"] = json!(invite.script);
+        }
+        if let Some(token) = &self.resume_token {
+            // What resumes the session after a restart; the token itself is
+            // kept nowhere.
+            header["resume_token_sha256"] = json!(crate::invites::hash(token));
         }
         if let Err(e) = self.record_durably(header, "cannot open transcript").await {
             let error = ProtocolError::server(

@@ -71,6 +71,13 @@ impl Items {
         self.by_seq.values()
     }
 
+    /// Every item in order, with the question a candidate's item answers.
+    pub fn iter_with_questions(&self) -> impl Iterator<Item = (&Item, Option<&str>)> {
+        self.by_seq
+            .iter()
+            .map(|(seq, item)| (item, self.answers.get(seq).map(|(q, _)| q.as_str())))
+    }
+
     /// The candidate's answers in order, as (question id, text).
     pub fn answers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.by_seq.iter().filter_map(|(seq, item)| {

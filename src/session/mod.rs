@@ -63,6 +63,7 @@ mod conversation;
 mod io;
 mod items;
 mod rate;
+pub mod restore;
 pub mod resume;
 
 pub use items::Items;
@@ -194,6 +195,18 @@ impl Drop for EndGuard {
                 EndReason::Shutdown => "daemon shutdown",
                 _ => "session cancelled",
             };
+            let phase = self.shared.phase.get();
+            if reason == EndReason::Shutdown && matches!(phase, Phase::Interview | Phase::Suspended)
+            {
+                // Cancelled at shutdown mid-interview: resumable after the
+                // restart (a suspended one is journaled as such already).
+                if phase == Phase::Interview {
+                    self.journal
+                        .append_and_close(&self.shared.id, suspended_record(reason, Some(detail)));
+                }
+                self.shared.journal.set(JournalState::Ended);
+                return;
+            }
             self.journal.end(&self.shared.id, reason, Some(detail));
             self.shared.journal.set(JournalState::Ended);
             log::debug!(
@@ -288,11 +301,11 @@ async fn serve(
     })
     .await;
     drop(handshake);
-    let (ws, admitted, interview_events) = match upgrade {
+    let (ws, admitted, interview_events, token_presented) = match upgrade {
         Upgrade::Done(Ok(accepted)) => {
             let (ws, request, admitted) = *accepted;
             let interview_events = !query_flag_off(request.query.as_deref(), "interview_events");
-            (ws, admitted, interview_events)
+            (ws, admitted, interview_events, request.token)
         }
         // admit() has logged why.
         Upgrade::Done(Err(HandshakeError::Denied(_))) => return,
@@ -345,6 +358,8 @@ async fn serve(
         // This connection resumes another session: hand it over and end.
         let take_over = resume::TakeOver {
             ws,
+            slot: admitted.slot,
+            token: token_presented,
             client,
             interview_events,
         };
@@ -397,6 +412,7 @@ async fn serve(
         &env.journal,
         finish.reason,
         finish.detail.as_deref(),
+        finish.record,
     );
     if let Some((code, why)) = finish.close {
         session.close(code, why).await;
@@ -404,13 +420,38 @@ async fn serve(
 }
 
 /// Writes the end line (once) and logs the end.
-fn record_end(shared: &Shared, journal: &Journal, reason: EndReason, detail: Option<&str>) {
+fn record_end(
+    shared: &Shared,
+    journal: &Journal,
+    reason: EndReason,
+    detail: Option<&str>,
+    record: Record,
+) {
     if shared.journal.get() == JournalState::Open {
-        journal.end(&shared.id, reason, detail);
+        match record {
+            Record::End => journal.end(&shared.id, reason, detail),
+            Record::Suspend => {
+                journal.append_and_close(&shared.id, suspended_record(reason, detail))
+            }
+            Record::Nothing => {}
+        }
         shared.journal.set(JournalState::Ended);
     }
     let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
-    log::info!("session {} ended: {}{detail}", shared.id, reason.as_str());
+    match record {
+        Record::End => log::info!("session {} ended: {}{detail}", shared.id, reason.as_str()),
+        _ => log::info!(
+            "session {} stopped, resumable after a restart: {}{detail}",
+            shared.id,
+            reason.as_str()
+        ),
+    }
+}
+
+/// The journal line of a suspension.
+fn suspended_record(reason: EndReason, detail: Option<&str>) -> serde_json::Value {
+    serde_json::json!({"kind": "suspended", "reason": reason.as_str(), "detail": detail,
+                       "at": crate::journal::now_rfc3339()})
 }
 
 /// How the HTTP part of a connection ended.
@@ -457,6 +498,17 @@ struct Finish {
     reason: EndReason,
     detail: Option<String>,
     close: Option<(CloseCode, &'static str)>,
+    /// What the journal gets: an end line, or (a stop the interview can be
+    /// resumed from: shutdown mid-interview) a `suspended` line, or nothing
+    /// (it is suspended already).
+    record: Record,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    End,
+    Suspend,
+    Nothing,
 }
 
 impl Finish {
@@ -474,6 +526,7 @@ impl Finish {
             reason,
             detail: Some(detail.to_owned()),
             close: Some((code, why)),
+            record: Record::End,
         }
     }
 
@@ -482,7 +535,14 @@ impl Finish {
             reason,
             detail: Some(detail),
             close: None,
+            record: Record::End,
         }
+    }
+
+    /// The same stop, journaled as a suspension (or not at all).
+    fn recorded_as(mut self, record: Record) -> Finish {
+        self.record = record;
+        self
     }
 }
 
@@ -537,6 +597,44 @@ struct Session {
 }
 
 impl Session {
+    /// A session rebuilt from its journal (see `restore`): no client yet.
+    fn restored(shared: Rc<Shared>, env: Env, interviewer: Interviewer, items: Items) -> Session {
+        let conversation_id = format!("conv_{}", &shared.id[5..21]);
+        let assessor = Assessor::from_config(&env.config, env.assessor_openai.as_ref());
+        let limits = &env.config.limits;
+        let rate = RateLimit::new(
+            limits.events_per_second,
+            limits.events_burst,
+            Instant::now(),
+        );
+        Session {
+            next_ping: Instant::now() + env.config.sessions.ping_interval.0,
+            shared,
+            env,
+            ws: None,
+            ids: Counter::default(),
+            conversation_id,
+            interviewer,
+            assessor,
+            items,
+            transcript_bytes: 0,
+            rate,
+            invite: None,
+            resume_token: None,
+            slot: None,
+            suspended: None,
+            interview_events: true,
+            expires_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + 3600,
+            budget: Budget::default(),
+            invalid_streak: 0,
+            lost: None,
+            assessing: None,
+        }
+    }
+
     fn new(shared: Rc<Shared>, env: Env, ws: Ws, interview_events: bool) -> Session {
         let interviewer = Interviewer::new(
             env.config.interview.engine,
@@ -584,6 +682,11 @@ impl Session {
             Ok(()) => {}
             Err(end) => return end,
         }
+        self.run_loop(control).await
+    }
+
+    /// The session's loop: what happens next, until it ends.
+    async fn run_loop(&mut self, control: &async_channel::Receiver<Control>) -> Finish {
         loop {
             let resume_until = self.suspended.as_ref().map(|s| s.until);
             let wake = io::next_wake(
@@ -596,12 +699,17 @@ impl Session {
             )
             .await;
             let flow = match wake {
+                // Shutdown: an interview can be resumed after the restart,
+                // so it is suspended, not ended (an assessment is done
+                // again after it: see `reassess`).
                 Wake::Control(Control::GoAway) => match self.suspended.take() {
-                    // Its client is gone: no close frame to send.
-                    Some(_) => Err(Finish::quietly(
-                        EndReason::Shutdown,
-                        "daemon shutdown while suspended".into(),
-                    )),
+                    // Its client is gone, and the journal says so already.
+                    Some(s) => {
+                        Err(Finish::quietly(s.reason, s.detail).recorded_as(Record::Nothing))
+                    }
+                    None if self.assessing.is_none() => {
+                        Err(Finish::go_away().recorded_as(Record::Suspend))
+                    }
                     None => Err(Finish::go_away()),
                 },
                 Wake::Control(Control::Stale) => {

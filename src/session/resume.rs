@@ -40,6 +40,13 @@ pub type Registry = Rc<RefCell<HashMap<String, async_channel::Sender<Control>>>>
 /// A new connection for an existing session.
 pub struct TakeOver {
     pub ws: Ws,
+    /// A place under the session limits, for a session that holds none
+    /// (one restored after a restart); `None` when there was no room (a
+    /// candidate coming back is not turned away for that).
+    pub slot: Option<crate::admission::Ticket>,
+    /// The resume token the client presented (`open` mode), to show it
+    /// again in `session.created`.
+    pub token: Option<String>,
     pub client: IpAddr,
     pub interview_events: bool,
 }
@@ -84,6 +91,12 @@ impl Session {
                 .await;
         }
         self.ws = Some(t.ws);
+        if self.slot.is_none() {
+            self.slot = t.slot;
+        }
+        if self.invite.is_none() && self.resume_token.is_none() {
+            self.resume_token = t.token;
+        }
         self.interview_events = t.interview_events;
         self.suspended = None;
         self.lost = None;

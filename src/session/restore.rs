@@ -1,0 +1,247 @@
+//! After a restart (or a crash): interviews that stopped mid-interview are
+//! rebuilt from their journals and can be resumed within
+//! `sessions.resume_window`. The journal is the source of truth: a
+//! transcript that stops with a `suspended` line (written at shutdown, when
+//! the client left, or by recovery after a crash) holds everything the
+//! session needs: its key (the invite, or the resume token's hash), its
+//! script, its conversation and where the interviewer stood (replayed).
+//! Past the window such a transcript is ended, with the reason it was
+//! suspended for.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use super::{Control, EndGuard, Env, JournalState, Phase, Session, Shared, Suspension};
+use crate::interviewer::Interviewer;
+use crate::journal::{self, EndReason};
+use crate::protocol::{Item, Role};
+
+/// A suspended interview found in the journal.
+pub struct Suspended {
+    pub session_id: String,
+    header: Value,
+    items: Vec<(Item, Option<String>)>,
+    pub reason: EndReason,
+    pub detail: String,
+    /// How long ago it was suspended.
+    pub age: Duration,
+}
+
+/// Transcripts under `sessions_dir` that stop suspended mid-interview.
+pub fn find(sessions_dir: &Path) -> Vec<Suspended> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(sessions_dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(id) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| crate::ids::is_session_id(s))
+        else {
+            continue;
+        };
+        let Ok(t) = journal::read(&path) else {
+            continue;
+        };
+        if !t.is_suspended() || t.records.iter().any(|r| r["kind"] == "phase") {
+            // Ended, or in its assessment (done again by `reassess`).
+            continue;
+        }
+        let Some(last) = t.records.iter().rev().find(|r| r["kind"] == "suspended") else {
+            continue;
+        };
+        let reason = match last["reason"].as_str() {
+            Some("client_closed") => EndReason::ClientClosed,
+            Some("stale") => EndReason::Stale,
+            Some("shutdown") => EndReason::Shutdown,
+            _ => EndReason::Error,
+        };
+        let age = last["at"]
+            .as_str()
+            .and_then(|at| humantime::parse_rfc3339(at).ok())
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .unwrap_or_default();
+        let deleted: Vec<&str> = t
+            .records
+            .iter()
+            .filter(|r| r["kind"] == "item_deleted")
+            .filter_map(|r| r["item_id"].as_str())
+            .collect();
+        let items = t
+            .records
+            .iter()
+            .filter(|r| r["kind"] == "item")
+            .filter(|r| !deleted.contains(&r["item_id"].as_str().unwrap_or("")))
+            .map(|r| {
+                let role = if r["role"] == "user" {
+                    Role::User
+                } else {
+                    Role::Assistant
+                };
+                let question = (role == Role::User)
+                    .then(|| r["question_id"].as_str().map(str::to_owned))
+                    .flatten();
+                let item = Item {
+                    id: r["item_id"].as_str().unwrap_or("").to_owned(),
+                    role,
+                    text: r["text"].as_str().unwrap_or("").to_owned(),
+                };
+                (item, question)
+            })
+            .collect();
+        found.push(Suspended {
+            session_id: id.to_owned(),
+            header: t.records.first().cloned().unwrap_or(Value::Null),
+            items,
+            reason,
+            detail: last["detail"].as_str().unwrap_or("").to_owned(),
+            age,
+        });
+    }
+    found
+}
+
+impl Suspended {
+    /// The key a client resumes it with.
+    pub fn key(&self) -> Option<String> {
+        if let Some(id) = self.header["invite"].as_str() {
+            return Some(format!("invite:{id}"));
+        }
+        self.header["resume_token_sha256"]
+            .as_str()
+            .map(|h| format!("token:{h}"))
+    }
+}
+
+/// Runs a restored session: suspended until a client resumes it or its
+/// window passes. Like `run`, it removes its entry when it ends.
+pub async fn run(
+    key: u64,
+    shared: std::rc::Rc<Shared>,
+    env: Env,
+    found: Suspended,
+    (control_tx, control): (
+        async_channel::Sender<Control>,
+        async_channel::Receiver<Control>,
+    ),
+) {
+    let guard = EndGuard {
+        shared: shared.clone(),
+        journal: env.journal.clone(),
+    };
+    shared.journal.set(JournalState::Open);
+    shared.phase.set(Phase::Suspended);
+    let id = shared.id.clone();
+    let window = env.config.sessions.resume_window.0;
+    let resume_key = found.key();
+    let (reason, detail) = (found.reason, found.detail.clone());
+    let remaining = window.saturating_sub(found.age);
+    let session = match (
+        resume_key.clone(),
+        rebuild(shared.clone(), env.clone(), found),
+    ) {
+        _ if remaining.is_zero() => {
+            log::info!("session {id}: its resume window passed while the daemon was down");
+            None
+        }
+        (Some(resume_key), Ok(mut session)) => {
+            session.suspended = Some(Suspension {
+                reason,
+                detail: detail.clone(),
+                until: Instant::now() + remaining,
+            });
+            Some((resume_key, session))
+        }
+        (_, Err(why)) => {
+            log::warn!("session {id}: cannot be resumed after the restart: {why}");
+            None
+        }
+        (None, _) => {
+            log::warn!(
+                "session {id}: cannot be resumed after the restart: its transcript names no key"
+            );
+            None
+        }
+    };
+    let Some((resume_key, mut session)) = session else {
+        super::record_end(
+            &shared,
+            &env.journal,
+            reason,
+            Some(&detail),
+            super::Record::End,
+        );
+        drop(guard);
+        let _ = env.events.try_send(super::Event::Ended(key));
+        return;
+    };
+    log::info!("session {id}: restored from its journal; resumable");
+    env.resumable
+        .borrow_mut()
+        .insert(resume_key.clone(), control_tx.clone());
+    let finish = session.run_loop(&control).await;
+    {
+        let mut registry = env.resumable.borrow_mut();
+        if registry
+            .get(&resume_key)
+            .is_some_and(|tx| tx.same_channel(&control_tx))
+        {
+            registry.remove(&resume_key);
+        }
+    }
+    super::record_end(
+        &shared,
+        &env.journal,
+        finish.reason,
+        finish.detail.as_deref(),
+        finish.record,
+    );
+    if let Some((code, why)) = finish.close {
+        session.close(code, why).await;
+    }
+    drop(guard);
+    let _ = env.events.try_send(super::Event::Ended(key));
+}
+
+/// The session as its journal leaves it.
+fn rebuild(shared: std::rc::Rc<Shared>, mut env: Env, found: Suspended) -> Result<Session, String> {
+    let header = &found.header;
+    let script = match header["script"].as_str() {
+        Some(name) => Arc::new(super::admit::load_named(&env, name)?),
+        None if header["script_title"].as_str() == Some(env.script.title.as_str()) => {
+            env.script.clone()
+        }
+        None => return Err("its script is no longer the configured one".into()),
+    };
+    env.script = script.clone();
+    let mut items = super::Items::default();
+    let mut highest = 0u64;
+    let mut bytes = 0u64;
+    for (item, question) in found.items {
+        if let Some(n) = item
+            .id
+            .strip_prefix("item_")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            highest = highest.max(n);
+        }
+        bytes += item.text.len() as u64 + super::conversation::RECORD_OVERHEAD;
+        items.push(item, question);
+    }
+    let engine = header["interviewer"].as_str().unwrap_or("scripted");
+    let interviewer = Interviewer::restored(engine, script, env.relay.clone(), &items)
+        .ok_or_else(|| format!("the `{engine}` interviewer cannot pick it up (not configured, or the script changed)"))?;
+    let invite = header["invite"]
+        .as_str()
+        .and_then(|id| env.invites.borrow_mut().get(id));
+    let mut session = Session::restored(shared, env, interviewer, items);
+    session.ids.skip_past(highest);
+    session.transcript_bytes = bytes;
+    session.invite = invite;
+    Ok(session)
+}

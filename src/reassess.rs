@@ -50,6 +50,10 @@ pub fn find(
         let Ok(transcript) = journal::read(&path) else {
             continue;
         };
+        if transcript.is_suspended() {
+            // Restored as a session, which assesses it (`session::restore`).
+            continue;
+        }
         let records = &transcript.records;
         let began = records
             .iter()

@@ -174,7 +174,10 @@ pub async fn run(
     // Owned here: dropped (cancelled) when the loop ends; their worker
     // threads are joined by the shutdown sequence like every assessment's.
     let _reassessing = reassess_pending(ex, &daemon);
-    for found in crate::session::restore::find(&daemon.reports_dir.with_file_name("sessions")) {
+    for found in crate::session::restore::find(
+        &daemon.reports_dir.with_file_name("sessions"),
+        &daemon.reports_dir,
+    ) {
         let key = next_key;
         next_key += 1;
         let entry = restore_session(ex, &daemon, &events_tx, key, found);

@@ -425,9 +425,10 @@ fn open_access_on_a_public_address_must_be_meant() {
     );
 }
 
-/// No report is lost: SIGTERM during a slow assessment stops it, and when
-/// the daemon starts again the interview is assessed again and its report
-/// written; the transcript ends `completed`.
+/// No report is lost: SIGTERM during a slow assessment stops it; when the
+/// daemon starts again the interview is assessed again, a client that
+/// resumes the session is told `interview.assessment.started` and gets the
+/// report, which is on disk; the transcript ends `completed`.
 #[test]
 fn an_assessment_interrupted_by_a_restart_is_done_after_it() {
     let gate = tempfile::tempdir().unwrap();
@@ -440,8 +441,15 @@ fn an_assessment_interrupted_by_a_restart_is_done_after_it() {
     let script = format!(
         "cat > /dev/null; while [ ! -e '{d}/go' ]; do sleep 0.02; done; cat '{d}/assessment.json'"
     );
-    let mut daemon = Daemon::start(&command_assessor_config(&script, ""));
+    let mut daemon = Daemon::start(&command_assessor_config(
+        &script,
+        "share_with_candidate = \"full\"\n",
+    ));
     let mut c = Client::connect(&daemon.url());
+    let token = c.events[0]["session"]["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     c.answer("an answer about tests");
     c.send(serde_json::json!({"type": "interview.finish"}));
     c.wait_for("interview.assessment.started");
@@ -449,14 +457,78 @@ fn an_assessment_interrupted_by_a_restart_is_done_after_it() {
     let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
     assert_eq!(status.code(), Some(0));
     assert!(!daemon.report_path(&id).exists());
-    std::fs::write(gate.path().join("go"), "").unwrap();
     let daemon = daemon.restart();
-    daemon.wait_for_log("assessed again");
-    let report = read_valid_report(&daemon.report_path(&id));
+    daemon.wait_for_log(&format!(
+        "session {id}: its assessment was interrupted; assessing it again"
+    ));
+    let mut c = Client::connect_raw_with(
+        &daemon.url(),
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    let again = c.wait_for("session.created");
+    assert_eq!(again["session"]["id"], id.as_str());
+    c.wait_for("interview.resumed");
+    c.wait_for("interview.assessment.started");
+    std::fs::write(gate.path().join("go"), "").unwrap();
+    let done = c.wait_for("interview.assessment.completed");
+    let report = full_report(&daemon, &done);
     assert_eq!(report["summary"], "After the restart.");
+    assert_eq!(c.read_to_end(), Ended::Closed(1000));
+    let deadline = Instant::now() + WAIT;
+    while daemon.journal(&id).end_reason() != Some("completed") {
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            daemon.journal(&id).records
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let journal = daemon.journal(&id);
-    assert_eq!(journal.end_reason(), Some("completed"));
-    let outcome = records(&journal, "assessment");
-    assert_eq!(outcome.len(), 1, "{:#?}", journal.records);
-    assert_eq!(outcome[0]["after_restart"], true);
+    assert_eq!(
+        records(&journal, "assessment").len(),
+        1,
+        "{:#?}",
+        journal.records
+    );
+}
+
+/// Journals written before interviews were suspended at shutdown (an `end`
+/// line with reason `shutdown` after the assessment began, and no report)
+/// are still assessed at the next start.
+#[test]
+fn an_old_journal_interrupted_in_its_assessment_is_assessed_at_start() {
+    // The journal is there before the daemon starts, as after an upgrade.
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = dir.path().join("state").join("sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    let id = "sess_0123456789abcdef0123456789abcdef";
+    let script = interviewd::script::Script::builtin();
+    let lines = [
+        serde_json::json!({"kind": "header", "session_id": id, "script_title": script.title,
+            "interviewer": "scripted", "assessor": "rubric", "started_at": "2026-11-30T10:00:00.000Z"}),
+        serde_json::json!({"kind": "item", "item_id": "item_000002", "role": "assistant",
+            "text": "Hello.", "at": "2026-11-30T10:00:00.000Z"}),
+        serde_json::json!({"kind": "item", "item_id": "item_000003", "role": "user",
+            "question_id": script.questions[0].id, "text": "I built a service with my team.",
+            "at": "2026-11-30T10:00:01.000Z"}),
+        serde_json::json!({"kind": "phase", "phase": "assessing", "at": "2026-11-30T10:00:02.000Z"}),
+        serde_json::json!({"kind": "end", "reason": "shutdown", "at": "2026-11-30T10:00:03.000Z"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(sessions.join(format!("{id}.jsonl")), text).unwrap();
+    let mut daemon = Daemon::start_in(dir, "");
+    daemon.wait_for_log(&format!("session {id}: assessed again"));
+    let report = read_valid_report(&daemon.report_path(id));
+    assert_eq!(report["interview_complete"], false);
+    let deadline = Instant::now() + WAIT;
+    while daemon.journal(id).end_reason() != Some("completed") {
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            daemon.journal(id).records
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = daemon.stop(libc::SIGTERM, WAIT);
+    assert_eq!(status.code(), Some(0));
 }

@@ -13,11 +13,17 @@ use crate::protocol;
 
 impl Session {
     pub(super) async fn start_assessment(&mut self) -> Flow {
-        self.shared.phase.set(Phase::Assessing);
         self.env.journal.append(
             &self.shared.id,
             json!({"kind": "phase", "phase": "assessing", "at": now_rfc3339()}),
         );
+        self.run_assessment().await
+    }
+
+    /// Starts (or, for a session restored after a restart, starts again)
+    /// the assessment job.
+    pub(super) async fn run_assessment(&mut self) -> Flow {
+        self.shared.phase.set(Phase::Assessing);
         self.send(protocol::assessment_started(&self.shared.id))
             .await;
         let input = assessor::Input::new(

@@ -196,11 +196,16 @@ impl Drop for EndGuard {
                 _ => "session cancelled",
             };
             let phase = self.shared.phase.get();
-            if reason == EndReason::Shutdown && matches!(phase, Phase::Interview | Phase::Suspended)
+            if reason == EndReason::Shutdown
+                && matches!(
+                    phase,
+                    Phase::Interview | Phase::Suspended | Phase::Assessing
+                )
             {
-                // Cancelled at shutdown mid-interview: resumable after the
-                // restart (a suspended one is journaled as such already).
-                if phase == Phase::Interview {
+                // Cancelled at shutdown: resumable after the restart, or
+                // assessed again (a suspended one is journaled as such
+                // already).
+                if phase != Phase::Suspended {
                     self.journal
                         .append_and_close(&self.shared.id, suspended_record(reason, Some(detail)));
                 }
@@ -707,10 +712,9 @@ impl Session {
                     Some(s) => {
                         Err(Finish::quietly(s.reason, s.detail).recorded_as(Record::Nothing))
                     }
-                    None if self.assessing.is_none() => {
-                        Err(Finish::go_away().recorded_as(Record::Suspend))
-                    }
-                    None => Err(Finish::go_away()),
+                    // Mid-interview it is resumed after the restart; in its
+                    // assessment, assessed again (see `restore`).
+                    None => Err(Finish::go_away().recorded_as(Record::Suspend)),
                 },
                 Wake::Control(Control::Stale) => {
                     if self.ws.is_some() && self.assessing.is_none() {

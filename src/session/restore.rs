@@ -28,10 +28,14 @@ pub struct Suspended {
     pub detail: String,
     /// How long ago it was suspended.
     pub age: Duration,
+    /// It had reached its assessment: the assessment is done again, and a
+    /// client that resumes the session gets the report.
+    pub assessing: bool,
 }
 
-/// Transcripts under `sessions_dir` that stop suspended mid-interview.
-pub fn find(sessions_dir: &Path) -> Vec<Suspended> {
+/// Transcripts under `sessions_dir` that stop suspended: mid-interview, or
+/// in an assessment whose report is not in `reports_dir`.
+pub fn find(sessions_dir: &Path, reports_dir: &Path) -> Vec<Suspended> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(sessions_dir) else {
         return found;
@@ -48,8 +52,11 @@ pub fn find(sessions_dir: &Path) -> Vec<Suspended> {
         let Ok(t) = journal::read(&path) else {
             continue;
         };
-        if !t.is_suspended() || t.records.iter().any(|r| r["kind"] == "phase") {
-            // Ended, or in its assessment (done again by `reassess`).
+        if !t.is_suspended() || t.records.iter().any(|r| r["kind"] == "assessment") {
+            continue;
+        }
+        let assessing = t.records.iter().any(|r| r["kind"] == "phase");
+        if assessing && reports_dir.join(format!("{id}.json")).exists() {
             continue;
         }
         let Some(last) = t.records.iter().rev().find(|r| r["kind"] == "suspended") else {
@@ -101,6 +108,7 @@ pub fn find(sessions_dir: &Path) -> Vec<Suspended> {
             reason,
             detail: last["detail"].as_str().unwrap_or("").to_owned(),
             age,
+            assessing,
         });
     }
     found
@@ -141,10 +149,13 @@ pub async fn run(
     let resume_key = found.key();
     let (reason, detail) = (found.reason, found.detail.clone());
     let remaining = window.saturating_sub(found.age);
+    let assessing = found.assessing;
     let session = match (
         resume_key.clone(),
         rebuild(shared.clone(), env.clone(), found),
     ) {
+        // An assessment is done again whatever the window.
+        (Some(resume_key), Ok(session)) if assessing => Some((resume_key, session)),
         _ if remaining.is_zero() => {
             log::info!("session {id}: its resume window passed while the daemon was down");
             None
@@ -184,7 +195,15 @@ pub async fn run(
     env.resumable
         .borrow_mut()
         .insert(resume_key.clone(), control_tx.clone());
-    let finish = session.run_loop(&control).await;
+    let finish = if assessing {
+        log::info!("session {id}: its assessment was interrupted; assessing it again");
+        match session.run_assessment().await {
+            Ok(()) => session.run_loop(&control).await,
+            Err(finish) => finish,
+        }
+    } else {
+        session.run_loop(&control).await
+    };
     {
         let mut registry = env.resumable.borrow_mut();
         if registry
@@ -234,8 +253,19 @@ fn rebuild(shared: std::rc::Rc<Shared>, mut env: Env, found: Suspended) -> Resul
         items.push(item, question);
     }
     let engine = header["interviewer"].as_str().unwrap_or("scripted");
-    let interviewer = Interviewer::restored(engine, script, env.relay.clone(), &items)
-        .ok_or_else(|| format!("the `{engine}` interviewer cannot pick it up (not configured, or the script changed)"))?;
+    let interviewer = match Interviewer::restored(engine, script.clone(), env.relay.clone(), &items)
+    {
+        Some(interviewer) => interviewer,
+        // The interview is over: any engine will do, none will be asked.
+        None if found.assessing => {
+            Interviewer::new(crate::config::InterviewerKind::Scripted, script, None)
+        }
+        None => {
+            return Err(format!(
+            "the `{engine}` interviewer cannot pick it up (not configured, or the script changed)"
+        ))
+        }
+    };
     let invite = header["invite"]
         .as_str()
         .and_then(|id| env.invites.borrow_mut().get(id));

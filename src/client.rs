@@ -70,6 +70,13 @@ async fn interview(url: &str) -> Result<i32, String> {
     let (mut ws, _) = async_tungstenite::client_async(url, stream)
         .await
         .map_err(|e| format!("WebSocket handshake with {url} failed: {e}"))?;
+    // A terminal shows text: ask for text replies (an interviewer that
+    // speaks, the `openai` relay, then answers in text too).
+    let text_only = json!({"type": "session.update",
+                           "session": {"type": "realtime", "output_modalities": ["text"]}});
+    ws.send(Message::text(text_only.to_string()))
+        .await
+        .map_err(|e| format!("sending: {e}"))?;
 
     // stdin has no non-blocking read, so a thread reads it. It lives until
     // end of input or process exit: a blocked read(2) cannot be interrupted,
@@ -169,7 +176,8 @@ async fn interview(url: &str) -> Result<i32, String> {
                 "Connected ({}). Answer each question on one line; /finish ends early.\n",
                 event["session"]["id"].as_str().unwrap_or("?")
             ),
-            "response.output_text.delta" => {
+            // Text, or the transcript of speech when the reply is audio.
+            "response.output_text.delta" | "response.output_audio_transcript.delta" => {
                 print!("{}", event["delta"].as_str().unwrap_or_default());
                 let _ = std::io::stdout().flush();
             }

@@ -1664,3 +1664,55 @@ fn a_client_without_interview_events_gets_the_report_as_a_last_message() {
         "Assessed quietly."
     );
 }
+
+/// `interviewd client` works against the relay, in text: it asks for text
+/// replies, prints the interviewer's questions, answers them from stdin,
+/// and after the interviewer's `end_interview` prints the assessment and
+/// exits 0.
+#[test]
+fn the_terminal_client_takes_a_relayed_interview_in_text() {
+    use std::io::Write;
+    let mock = Mock::start(&["--pace", "0", "--turns", "2", "--expect-key", KEY]);
+    let daemon = start_daemon(&relay_config(&mock, "", ""));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(["client", &daemon.url()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in 0..2 {
+            writeln!(
+                stdin,
+                "I wrote tests, read the logs and metrics, and took a lock."
+            )
+            .unwrap();
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the terminal client did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{status}: {stdout}");
+    assert!(stdout.contains("Question 1:"), "{stdout}");
+    assert!(stdout.contains("== Assessment =="), "{stdout}");
+    // Text was asked for, and the interviewer answered in text.
+    let log = mock.log(1);
+    assert!(
+        log.iter().any(|r| r["kind"] == "client"
+            && r["event"]["type"] == "session.update"
+            && r["event"]["session"]["output_modalities"] == serde_json::json!(["text"])),
+        "no text session.update reached the upstream"
+    );
+}

@@ -1716,3 +1716,29 @@ fn the_terminal_client_takes_a_relayed_interview_in_text() {
         "no text session.update reached the upstream"
     );
 }
+
+/// The key comes from `$CREDENTIALS_DIRECTORY/openai-api-key` (systemd's
+/// LoadCredential=) before `openai.api_key_file` and `$OPENAI_API_KEY`:
+/// with a wrong key in the other two, the credential's is the one the
+/// upstream receives.
+#[test]
+fn the_key_comes_from_the_systemd_credential_first() {
+    let mock = Mock::start(&["--pace", "0", "--expect-key", KEY]);
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("openai-api-key"), format!("{KEY}\n")).unwrap();
+    let wrong = creds.path().join("wrong-key");
+    std::fs::write(&wrong, "sk-wrong").unwrap();
+    let config = relay_config(
+        &mock,
+        &format!("api_key_file = {}", toml_string(wrong.to_str().unwrap())),
+        "",
+    );
+    let daemon = Daemon::start_with(&config, |cmd| {
+        cmd.env("OPENAI_API_KEY", "sk-also-wrong")
+            .env("CREDENTIALS_DIRECTORY", creds.path());
+    });
+    let mut c = Client::connect_raw(&daemon.url());
+    c.wait_for("session.created");
+    // The upstream accepted the key: the interviewer's greeting arrives.
+    c.wait_for("response.done");
+}

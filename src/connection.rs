@@ -14,12 +14,13 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use futures_rustls::server::TlsStream;
+use futures_rustls::TlsStream;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
-/// A client's byte stream: plain TCP, or TLS over it when the listener is
-/// configured for it (`server.tls_cert`, `server.tls_key`).
+/// A TCP byte stream, plain or with TLS over it: a client's connection
+/// (TLS when the listener has `server.tls_cert`), or one the daemon makes
+/// (`upstream`, TLS for `wss://` and `https://`).
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),

@@ -331,6 +331,22 @@ struct Open {
     len: u64,
 }
 
+/// The transcripts in `dir`: (session id, path), in no particular order.
+pub fn session_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .filter_map(|p| {
+            let id = p.file_stem()?.to_str()?.to_owned();
+            crate::ids::is_session_id(&id).then_some((id, p))
+        })
+        .collect()
+}
+
 /// A journal file as read back.
 #[derive(Debug)]
 pub struct Transcript {
@@ -358,6 +374,40 @@ impl Transcript {
                 .and_then(|r| r["reason"].as_str());
         }
         last["reason"].as_str()
+    }
+
+    /// The conversation as it stands in the transcript: its items in
+    /// order, deleted ones left out, each candidate's with the question it
+    /// answers.
+    pub fn conversation(&self) -> Vec<(crate::protocol::Item, Option<String>)> {
+        use crate::protocol::{Item, Role};
+        let deleted: HashSet<&str> = self
+            .records
+            .iter()
+            .filter(|r| r["kind"] == "item_deleted")
+            .filter_map(|r| r["item_id"].as_str())
+            .collect();
+        self.records
+            .iter()
+            .filter(|r| r["kind"] == "item")
+            .filter(|r| !deleted.contains(r["item_id"].as_str().unwrap_or("")))
+            .map(|r| {
+                let role = if r["role"] == "user" {
+                    Role::User
+                } else {
+                    Role::Assistant
+                };
+                let question = (role == Role::User)
+                    .then(|| r["question_id"].as_str().map(str::to_owned))
+                    .flatten();
+                let item = Item {
+                    id: r["item_id"].as_str().unwrap_or("").to_owned(),
+                    role,
+                    text: r["text"].as_str().unwrap_or("").to_owned(),
+                };
+                (item, question)
+            })
+            .collect()
     }
 
     /// Whether the transcript stops suspended: resumable, not ended.

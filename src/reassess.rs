@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::journal;
-use crate::protocol::{Item, Role};
+use crate::protocol::Item;
 use crate::script::Script;
 
 /// An interview to assess again.
@@ -32,18 +32,8 @@ pub fn find(
     scripts_dir: Option<&Path>,
 ) -> Vec<Pending> {
     let mut pending = Vec::new();
-    let Ok(entries) = std::fs::read_dir(sessions_dir) else {
-        return pending;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(id) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|s| crate::ids::is_session_id(s))
-        else {
-            continue;
-        };
+    for (id, path) in journal::session_files(sessions_dir) {
+        let id = id.as_str();
         if reports_dir.join(format!("{id}.json")).exists() {
             continue;
         }
@@ -84,32 +74,7 @@ pub fn find(
                 continue;
             }
         };
-        let deleted: Vec<&str> = records
-            .iter()
-            .filter(|r| r["kind"] == "item_deleted")
-            .filter_map(|r| r["item_id"].as_str())
-            .collect();
-        let items = records
-            .iter()
-            .filter(|r| r["kind"] == "item")
-            .filter(|r| !deleted.contains(&r["item_id"].as_str().unwrap_or("")))
-            .map(|r| {
-                let role = if r["role"] == "user" {
-                    Role::User
-                } else {
-                    Role::Assistant
-                };
-                let item = Item {
-                    id: r["item_id"].as_str().unwrap_or("").to_owned(),
-                    role,
-                    text: r["text"].as_str().unwrap_or("").to_owned(),
-                };
-                let question = (role == Role::User)
-                    .then(|| r["question_id"].as_str().map(str::to_owned))
-                    .flatten();
-                (item, question)
-            })
-            .collect();
+        let items = transcript.conversation();
         pending.push(Pending {
             session_id: id.to_owned(),
             candidate: header

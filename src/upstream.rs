@@ -10,9 +10,7 @@
 use std::fmt;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
@@ -22,7 +20,6 @@ use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use futures_rustls::TlsConnector;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
 /// An API key or token. Never shown: `Debug` and `Display` print a
@@ -174,11 +171,8 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// A connection, plain or TLS.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
-}
+/// A connection the daemon makes, plain or TLS.
+pub type Stream = crate::connection::Transport;
 
 /// Opens a TCP connection to the endpoint, with TLS when it is secure.
 pub async fn connect(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> io::Result<Stream> {
@@ -190,7 +184,7 @@ pub async fn connect(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> io::Result
     let name = ServerName::try_from(endpoint.host.clone())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let tls = TlsConnector::from(tls.clone()).connect(name, tcp).await?;
-    Ok(Stream::Tls(Box::new(tls)))
+    Ok(Stream::Tls(Box::new(tls.into())))
 }
 
 /// Opens a WebSocket to the endpoint with `Authorization: Bearer KEY`.
@@ -372,46 +366,6 @@ fn bracket(host: &str) -> String {
         format!("[{host}]")
     } else {
         host.to_owned()
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
     }
 }
 

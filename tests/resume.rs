@@ -123,18 +123,7 @@ fn a_dropped_connection_resumes_with_its_token_and_the_interview_finishes() {
 #[test]
 fn the_invite_resumes_its_session_and_a_second_connection_takes_it_over() {
     let daemon = Daemon::start("[access]\nmode = \"invite\"\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["invite", "create", "--state-dir"])
-        .arg(daemon.state_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let token = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (token, _) = create_invite(&daemon, &[]);
     let mut first = connect_with(&daemon, &token);
     let created = until(&mut first, "session.created");
     let id = created["session"]["id"].as_str().unwrap().to_owned();

@@ -43,17 +43,7 @@ impl Session {
             header["resume_token_sha256"] = json!(crate::invites::hash(token));
         }
         if let Err(e) = self.record_durably(header, "cannot open transcript").await {
-            let error = ProtocolError::server(
-                "transcript_unavailable",
-                format!("the interview cannot be recorded: {e}"),
-            );
-            self.send(protocol::error(&error, None)).await;
-            return Err(Finish::closing(
-                EndReason::Error,
-                &e.to_string(),
-                CloseCode::Error,
-                "transcript unavailable",
-            ));
+            return Err(self.unrecordable(e).await);
         }
         self.shared.journal.set(JournalState::Open);
         let created = self.created_event();
@@ -61,6 +51,22 @@ impl Session {
         let ctx = ctx!(self);
         let opened = self.interviewer.open(&ctx).await;
         self.apply(opened, None).await
+    }
+
+    /// The transcript cannot be written: the client is told, and the
+    /// session ends with 1011.
+    async fn unrecordable(&mut self, e: JournalError) -> Finish {
+        let error = ProtocolError::server(
+            "transcript_unavailable",
+            format!("the interview cannot be recorded: {e}"),
+        );
+        self.send(protocol::error(&error, None)).await;
+        Finish::closing(
+            EndReason::Error,
+            &e.to_string(),
+            CloseCode::Error,
+            "transcript unavailable",
+        )
     }
 
     /// `session.created` for this session, with its resume token in
@@ -148,17 +154,7 @@ impl Session {
             .record_durably(record, "transcript line not recorded")
             .await
         {
-            let error = ProtocolError::server(
-                "transcript_unavailable",
-                format!("the interview cannot be recorded: {e}"),
-            );
-            self.send(protocol::error(&error, None)).await;
-            return Err(Finish::closing(
-                EndReason::Error,
-                &e.to_string(),
-                CloseCode::Error,
-                "transcript unavailable",
-            ));
+            return Err(self.unrecordable(e).await);
         }
         self.transcript_bytes += item.text.len() as u64 + RECORD_OVERHEAD;
         self.items.push(item, answers);

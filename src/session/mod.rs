@@ -281,7 +281,7 @@ async fn serve(
                     })
                     .await;
                 match accepted {
-                    Ok(tls) => Transport::Tls(Box::new(tls)),
+                    Ok(tls) => Transport::Tls(Box::new(tls.into())),
                     Err(e) => return Upgrade::Tls(e),
                 }
             }
@@ -604,40 +604,9 @@ struct Session {
 impl Session {
     /// A session rebuilt from its journal (see `restore`): no client yet.
     fn restored(shared: Rc<Shared>, env: Env, interviewer: Interviewer, items: Items) -> Session {
-        let conversation_id = format!("conv_{}", &shared.id[5..21]);
-        let assessor = Assessor::from_config(&env.config, env.assessor_openai.as_ref());
-        let limits = &env.config.limits;
-        let rate = RateLimit::new(
-            limits.events_per_second,
-            limits.events_burst,
-            Instant::now(),
-        );
-        Session {
-            next_ping: Instant::now() + env.config.sessions.ping_interval.0,
-            shared,
-            env,
-            ws: None,
-            ids: Counter::default(),
-            conversation_id,
-            interviewer,
-            assessor,
-            items,
-            transcript_bytes: 0,
-            rate,
-            invite: None,
-            resume_token: None,
-            slot: None,
-            suspended: None,
-            interview_events: true,
-            expires_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                + 3600,
-            budget: Budget::default(),
-            invalid_streak: 0,
-            lost: None,
-            assessing: None,
-        }
+        let mut session = Session::with(shared, env, None, interviewer, true);
+        session.items = items;
+        session
     }
 
     fn new(shared: Rc<Shared>, env: Env, ws: Ws, interview_events: bool) -> Session {
@@ -646,6 +615,16 @@ impl Session {
             env.script.clone(),
             env.relay.clone(),
         );
+        Session::with(shared, env, Some(ws), interviewer, interview_events)
+    }
+
+    fn with(
+        shared: Rc<Shared>,
+        env: Env,
+        ws: Option<Ws>,
+        interviewer: Interviewer,
+        interview_events: bool,
+    ) -> Session {
         let assessor = Assessor::from_config(&env.config, env.assessor_openai.as_ref());
         let conversation_id = format!("conv_{}", &shared.id[5..21]);
         let limits = &env.config.limits;
@@ -658,7 +637,7 @@ impl Session {
             next_ping: Instant::now() + env.config.sessions.ping_interval.0,
             shared,
             env,
-            ws: Some(ws),
+            ws,
             ids: Counter::default(),
             conversation_id,
             interviewer,

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::{Control, EndGuard, Env, JournalState, Phase, Session, Shared, Suspension};
 use crate::interviewer::Interviewer;
 use crate::journal::{self, EndReason};
-use crate::protocol::{Item, Role};
+use crate::protocol::Item;
 
 /// A suspended interview found in the journal.
 pub struct Suspended {
@@ -37,18 +37,8 @@ pub struct Suspended {
 /// in an assessment whose report is not in `reports_dir`.
 pub fn find(sessions_dir: &Path, reports_dir: &Path) -> Vec<Suspended> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(sessions_dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(id) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|s| crate::ids::is_session_id(s))
-        else {
-            continue;
-        };
+    for (id, path) in journal::session_files(sessions_dir) {
+        let id = id.as_str();
         let Ok(t) = journal::read(&path) else {
             continue;
         };
@@ -73,34 +63,7 @@ pub fn find(sessions_dir: &Path, reports_dir: &Path) -> Vec<Suspended> {
             .and_then(|at| humantime::parse_rfc3339(at).ok())
             .and_then(|at| SystemTime::now().duration_since(at).ok())
             .unwrap_or_default();
-        let deleted: Vec<&str> = t
-            .records
-            .iter()
-            .filter(|r| r["kind"] == "item_deleted")
-            .filter_map(|r| r["item_id"].as_str())
-            .collect();
-        let items = t
-            .records
-            .iter()
-            .filter(|r| r["kind"] == "item")
-            .filter(|r| !deleted.contains(&r["item_id"].as_str().unwrap_or("")))
-            .map(|r| {
-                let role = if r["role"] == "user" {
-                    Role::User
-                } else {
-                    Role::Assistant
-                };
-                let question = (role == Role::User)
-                    .then(|| r["question_id"].as_str().map(str::to_owned))
-                    .flatten();
-                let item = Item {
-                    id: r["item_id"].as_str().unwrap_or("").to_owned(),
-                    role,
-                    text: r["text"].as_str().unwrap_or("").to_owned(),
-                };
-                (item, question)
-            })
-            .collect();
+        let items = t.conversation();
         found.push(Suspended {
             session_id: id.to_owned(),
             header: t.records.first().cloned().unwrap_or(Value::Null),

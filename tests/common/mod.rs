@@ -648,30 +648,77 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Sets up the Python peer's venv (once; a file lock keeps parallel tests
-/// from installing at the same time) and returns its python. Fails the test,
-/// with the setup output, if setup fails.
-pub fn peer_python() -> PathBuf {
-    let venv = repo().join("target/realtime-peer");
-    let lock = repo().join("target/realtime-peer.lock");
+/// Runs a peer's set-up script (`tests/peer/setup.sh`, `tests/node/setup.sh`)
+/// into `target/NAME`, once: a file lock keeps parallel tests from
+/// installing at the same time. Fails the test with the set-up output if it
+/// fails (no network is no reason to skip).
+pub fn install_peer(setup: &str, name: &str) -> PathBuf {
+    let dir = repo().join("target").join(name);
+    let lock = repo().join("target").join(format!("{name}.lock"));
     let (status, out, err) = run_with_deadline(
         Command::new("sh")
             .arg("-c")
             .arg(r#"exec flock -w 600 "$1" bash "$2" "$3""#)
             .arg("sh")
             .arg(&lock)
-            .arg(repo().join("tests/peer/setup.sh"))
-            .arg(&venv)
+            .arg(repo().join(setup))
+            .arg(&dir)
             .current_dir(repo()),
         Duration::from_secs(900),
     );
     assert!(
         status.success(),
-        "tests/peer/setup.sh failed ({status}); stdout:\n{out}\nstderr:\n{err}"
+        "{setup} failed ({status}); stdout:\n{out}\nstderr:\n{err}"
     );
-    let python = venv.join("bin/python");
+    dir
+}
+
+/// The Python peer's python (tests/peer/setup.sh).
+pub fn peer_python() -> PathBuf {
+    let python = install_peer("tests/peer/setup.sh", "realtime-peer").join("bin/python");
     assert!(python.exists(), "no {} after setup", python.display());
     python
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 in `dir`
+/// (tests/peer/make_test_ca.py).
+pub fn make_test_ca(dir: &Path) {
+    let (status, _, err) = run_with_deadline(
+        Command::new("python3")
+            .arg(repo().join("tests/peer/make_test_ca.py"))
+            .arg(dir),
+        WAIT,
+    );
+    assert!(status.success(), "make_test_ca.py: {err}");
+}
+
+/// `interviewd invite create ARGS` on the daemon's state directory: the
+/// token and the invite id from its output.
+pub fn create_invite(daemon: &Daemon, args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(["invite", "create", "--state-dir"])
+        .arg(daemon.state_dir())
+        .args(args)
+        .output()
+        .expect("run interviewd invite create");
+    assert!(
+        out.status.success(),
+        "invite create {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .expect("token line")
+        .trim()
+        .to_owned();
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("inv_"))
+        .expect("invite id")
+        .to_owned();
+    (token, id)
 }
 
 /// A Python peer (a mock server) started from tests/peer, owned by the

@@ -23,6 +23,21 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub openai: OpenAi,
     pub access: Access,
+    pub web: Web,
+}
+
+/// `[web]`: the candidate's page.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// Serve the page at `/` (off for headless deployments).
+    pub enabled: bool,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web { enabled: true }
+    }
 }
 
 /// `[access]`: who may start an interview.

@@ -132,6 +132,12 @@ pub enum Examined {
     Upgrade(Request),
     /// The bytes are a TLS handshake, on a port that does not speak TLS.
     Tls,
+    /// A GET or HEAD for another path: the page (`web`), if it is served.
+    Page {
+        path: String,
+        head: bool,
+        if_none_match: Option<String>,
+    },
 }
 
 fn answer(status: u16, body: impl Into<String>) -> Examined {
@@ -179,6 +185,14 @@ pub fn examine(buf: &[u8]) -> Examined {
         return answer(400, "missing Host header\n");
     }
     if path != REALTIME_PATH {
+        let upgrading = header("upgrade").is_some();
+        if matches!(request.method, Some("GET" | "HEAD")) && !upgrading {
+            return Examined::Page {
+                path: path.to_owned(),
+                head: request.method == Some("HEAD"),
+                if_none_match: header("if-none-match").map(str::to_owned),
+            };
+        }
         return answer(
             404,
             format!("no such endpoint; interviews are served at {REALTIME_PATH}\n"),
@@ -285,6 +299,7 @@ impl From<Refusal> for Denied {
 pub async fn accept<T>(
     mut stream: Transport,
     config: WebSocketConfig,
+    web: bool,
     admit: impl FnOnce(&Request) -> Result<T, Denied>,
 ) -> Result<(Ws, Request, T), HandshakeError> {
     let (request, buf) = match read_head(&mut stream).await? {
@@ -294,6 +309,24 @@ pub async fn accept<T>(
             return Err(HandshakeError::Answered(a.status));
         }
         (Examined::Tls, _) => return Err(HandshakeError::TlsOnPlainPort),
+        (
+            Examined::Page {
+                path,
+                head,
+                if_none_match,
+            },
+            _,
+        ) => {
+            let Some((asset, etag)) = crate::web::find(&path).filter(|_| web) else {
+                let body = format!("no such page; interviews are served at {REALTIME_PATH}\n");
+                write_response(&mut stream, 404, &body).await?;
+                return Err(HandshakeError::Answered(404));
+            };
+            let answer = crate::web::response(asset, etag, if_none_match.as_deref(), head);
+            stream.write_all(&answer).await?;
+            stream.flush().await?;
+            return Err(HandshakeError::Answered(200));
+        }
         (Examined::NeedMore, _) => unreachable!("read_head returns a decision"),
     };
     let admitted = match admit(&request) {

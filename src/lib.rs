@@ -63,4 +63,5 @@ pub mod shutdown;
 pub mod signals;
 pub mod tls;
 pub mod upstream;
+pub mod web;
 pub mod workers;

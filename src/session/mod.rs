@@ -287,7 +287,7 @@ async fn serve(
             }
         };
         Upgrade::Done(
-            handshake::accept(transport, ws_config, |request| {
+            handshake::accept(transport, ws_config, env.config.web.enabled, |request| {
                 admit::admit(env, peer, request)
             })
             .await

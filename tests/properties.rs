@@ -25,6 +25,8 @@ fn decided(bytes: &[u8]) -> bool {
         }
         // Closed at once.
         Examined::Tls => true,
+        // The page, or 404.
+        Examined::Page { .. } => true,
     }
 }
 

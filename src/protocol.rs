@@ -310,6 +310,9 @@ pub fn parse(
     text: &str,
     max_text_bytes: usize,
 ) -> (Option<String>, Result<ClientEvent, ProtocolError>) {
+    if let Some(parsed) = parse_append(text) {
+        return parsed;
+    }
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -362,6 +365,41 @@ pub fn parse(
     (event_id, result)
 }
 
+/// The fast path for `input_audio_buffer.append`, most of a voice
+/// session's traffic: the frame is checked (valid JSON, `audio` a string)
+/// with a borrowed parse that builds no tree and copies no audio. `None`
+/// for anything else, which takes the general path.
+fn parse_append(text: &str) -> Option<(Option<String>, Result<ClientEvent, ProtocolError>)> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Append<'a> {
+        #[serde(rename = "type", borrow)]
+        ty: Cow<'a, str>,
+        #[serde(borrow)]
+        event_id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        audio: Cow<'a, str>,
+    }
+    if !text.contains("input_audio_buffer.append") {
+        return None;
+    }
+    let a: Append = serde_json::from_str(text).ok()?;
+    if a.ty != "input_audio_buffer.append"
+        || a.audio.is_empty()
+        || a.event_id
+            .as_ref()
+            .is_some_and(|id| id.len() > MAX_EVENT_ID)
+    {
+        return None;
+    }
+    Some((
+        a.event_id.map(Cow::into_owned),
+        Ok(ClientEvent::Audio {
+            kind: "input_audio_buffer.append",
+        }),
+    ))
+}
+
 fn parse_event(
     obj: &serde_json::Map<String, Value>,
     max_text_bytes: usize,
@@ -399,9 +437,26 @@ fn parse_event(
                 Some("session"),
             )),
         },
-        "input_audio_buffer.append" => Ok(ClientEvent::Audio {
-            kind: "input_audio_buffer.append",
-        }),
+        "input_audio_buffer.append" => match obj.get("audio") {
+            Some(Value::String(a)) if !a.is_empty() => Ok(ClientEvent::Audio {
+                kind: "input_audio_buffer.append",
+            }),
+            Some(Value::String(_)) => Err(ProtocolError::invalid(
+                "invalid_value",
+                "`audio` is empty",
+                Some("audio"),
+            )),
+            Some(_) => Err(ProtocolError::invalid(
+                "invalid_type",
+                "`audio` must be a base64 string",
+                Some("audio"),
+            )),
+            None => Err(ProtocolError::invalid(
+                "missing_required_parameter",
+                "missing required parameter: `audio`",
+                Some("audio"),
+            )),
+        },
         "input_audio_buffer.commit" => Ok(ClientEvent::Audio {
             kind: "input_audio_buffer.commit",
         }),

@@ -42,8 +42,9 @@ pub struct EngineError(pub String);
 pub enum Output {
     /// Send this server event (the session stamps its `event_id`).
     Send(Value),
-    /// Send this frame as it is (an upstream event, relayed byte for byte).
-    Frame(String),
+    /// Send this frame as it is (an upstream event, relayed byte for byte:
+    /// the bytes are shared, not copied).
+    Frame(async_tungstenite::tungstenite::Utf8Bytes),
     /// Journal this line of the conversation, durably, before anything that
     /// follows it is sent; `answers` names the question a candidate's line
     /// answers.

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
 use futures_rustls::rustls::ClientConfig;
 use futures_util::StreamExt;
@@ -51,6 +51,9 @@ const UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reconnections after the upstream drops mid-interview.
 const MAX_RECONNECTS: u32 = 2;
+
+/// Read buffer of the upstream WebSocket.
+const UPSTREAM_READ_BUFFER: usize = 8 * 1024;
 
 /// Largest upstream message: audio deltas are tens of KiB, a `response.done`
 /// with a long transcript a few hundred.
@@ -362,7 +365,7 @@ impl Relay {
                 self.last_heard = Instant::now();
                 self.next_ping = self.last_heard + self.settings.ping_interval;
                 if let Message::Text(text) = message {
-                    self.on_upstream(text.as_str(), ctx, &mut out).await;
+                    self.on_upstream(text, ctx, &mut out).await;
                 }
             }
             Wake::Frame(Some(Err(e))) => {
@@ -448,7 +451,8 @@ impl Relay {
         out.push(Output::Closed);
     }
 
-    async fn on_upstream(&mut self, text: &str, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+    async fn on_upstream(&mut self, frame: Utf8Bytes, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+        let text = frame.as_str();
         #[derive(Deserialize)]
         struct Kind<'a> {
             #[serde(rename = "type", borrow)]
@@ -485,7 +489,7 @@ impl Relay {
                             item,
                             answers: None,
                         },
-                        Output::Frame(text.to_owned()),
+                        Output::Frame(frame.clone()),
                     ],
                     out,
                 );
@@ -504,7 +508,7 @@ impl Relay {
                     item,
                     answers: self.current_question().map(str::to_owned),
                 });
-                out.push(Output::Frame(text.to_owned()));
+                out.push(Output::Frame(frame.clone()));
                 self.awaiting_transcription.retain(|i| *i != id);
                 if self.awaiting_transcription.is_empty() {
                     self.release_held(out);
@@ -515,7 +519,7 @@ impl Relay {
                     let id = v["item_id"].as_str().unwrap_or("");
                     self.awaiting_transcription.retain(|i| i != id);
                 }
-                out.push(Output::Frame(text.to_owned()));
+                out.push(Output::Frame(frame.clone()));
                 if self.awaiting_transcription.is_empty() {
                     self.release_held(out);
                 }
@@ -526,7 +530,7 @@ impl Relay {
                         self.awaiting_transcription.push(id.to_owned());
                     }
                 }
-                out.push(Output::Frame(text.to_owned()));
+                out.push(Output::Frame(frame.clone()));
             }
             "response.created" => {
                 let phase = if self.ending == Ending::Closing {
@@ -534,7 +538,7 @@ impl Relay {
                 } else {
                     "interview"
                 };
-                out.push(Output::Frame(with_phase(text, phase)));
+                out.push(Output::Frame(with_phase(text, phase).into()));
             }
             "response.done" => self.response_done(text, out).await,
             "error" => {
@@ -548,7 +552,7 @@ impl Relay {
                     return;
                 }
                 log::debug!("upstream error event: code `{code}`");
-                out.push(Output::Frame(text.to_owned()));
+                out.push(Output::Frame(frame.clone()));
             }
             "conversation.item.added"
             | "conversation.item.done"
@@ -556,6 +560,10 @@ impl Relay {
             | "conversation.item.retrieved"
             | "conversation.item.deleted"
                 if mentions_own_item(text) => {}
+            // Most of the traffic: passed on as it came, untouched.
+            "response.output_audio.delta" | "response.audio.delta" => {
+                self.pass_on(frame.clone(), out)
+            }
             // An item that follows one of ours: it follows, for the client,
             // the last item the client knows.
             _ if text.contains(OWN_ITEM) => {
@@ -571,15 +579,15 @@ impl Relay {
                     }
                     Err(_) => text.to_owned(),
                 };
-                self.pass_on(frame, out);
+                self.pass_on(frame.into(), out);
             }
-            _ => self.pass_on(text.to_owned(), out),
+            _ => self.pass_on(frame.clone(), out),
         }
     }
 
     /// A frame with no transcript in it: out now, unless frames are held
     /// (then behind them, to keep the order).
-    fn pass_on(&mut self, frame: String, out: &mut Vec<Output>) {
+    fn pass_on(&mut self, frame: Utf8Bytes, out: &mut Vec<Output>) {
         if self.held.is_empty() {
             out.push(Output::Frame(frame));
         } else {
@@ -617,7 +625,7 @@ impl Relay {
             .iter()
             .find(|o| o["type"] == "function_call" && o["name"] == "end_interview");
         let spoke = output.iter().any(|o| o["type"] == "message");
-        self.hold_or_push(vec![Output::Frame(v.to_string())], out);
+        self.hold_or_push(vec![Output::Frame(v.to_string().into())], out);
         if let Some(call) = call {
             // Answer the call, as the API expects, then let the interviewer
             // say goodbye unless it already did in this response.
@@ -856,7 +864,11 @@ impl Relay {
 async fn connect_with_retries(settings: Rc<Settings>) -> Result<Upstream, String> {
     let deadline = Instant::now() + settings.connect_timeout;
     let mut backoff = Duration::from_millis(250);
+    // tungstenite's default read buffer is 128 KiB per connection; audio
+    // deltas are a few KiB, and the buffer grows for the rare large one.
     let config = WebSocketConfig::default()
+        .read_buffer_size(UPSTREAM_READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(Some(MAX_UPSTREAM_MESSAGE))
         .max_frame_size(Some(MAX_UPSTREAM_MESSAGE));
     let mut last: Option<String> = None;

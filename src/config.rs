@@ -524,6 +524,12 @@ impl Config {
                 "server.tls_cert and server.tls_key go together: set both or neither",
             );
         }
+        if self.sessions.ping_interval.0 >= self.sessions.idle_timeout.0 {
+            return invalid(
+                "sessions.ping_interval",
+                "must be shorter than sessions.idle_timeout (a client answering pings would be swept as idle)",
+            );
+        }
         if self.interview.wrap_up.0 >= self.interview.max_duration.0 {
             return invalid(
                 "interview.wrap_up",

@@ -31,7 +31,16 @@ pub fn init(level: log::LevelFilter) {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // Other crates' records (tungstenite's "Received close frame", …)
+        // only from warnings up unless trace is asked for: their debug
+        // lines are noise, and some repeat what a client sent.
+        let ours = metadata.target().starts_with("interviewd");
+        let ceiling = if ours || log::max_level() == log::LevelFilter::Trace {
+            log::max_level()
+        } else {
+            log::LevelFilter::Warn.min(log::max_level())
+        };
+        metadata.level() <= ceiling
     }
 
     fn log(&self, record: &Record) {

@@ -535,6 +535,14 @@ fn parse_item_create(
         ));
     }
     let Some(content) = item.get("content").and_then(Value::as_array) else {
+        if item.get("content").is_some() {
+            let msg = "`item.content` must be an array of content parts";
+            return Err(ProtocolError::invalid(
+                "invalid_type",
+                msg,
+                Some("item.content"),
+            ));
+        }
         let msg = "missing required parameter: `item.content`";
         return Err(ProtocolError::invalid(
             "missing_required_parameter",

@@ -874,7 +874,7 @@ fn a_client_that_stops_reading_mid_interview_is_let_go() {
 #[test]
 fn the_sweeper_removes_silent_clients_but_not_active_ones() {
     let daemon = Daemon::start(
-        "[sessions]\nidle_timeout = \"500ms\"\nsweep_interval = \"100ms\"\nping_interval = \"10s\"\nresume_window = \"200ms\"\n",
+        "[sessions]\nidle_timeout = \"500ms\"\nsweep_interval = \"100ms\"\nping_interval = \"400ms\"\nresume_window = \"200ms\"\n",
     );
     let mut silent = Client::connect(&daemon.url());
     let mut active = Client::connect(&daemon.url());

@@ -1232,7 +1232,11 @@ fn finish_mid_interview_closes_assesses_and_refuses_more_input() {
         .to_owned();
     c.send(json!({"type": "interview.finish", "event_id": "finish"}));
     let closing = check_response(&read_response(&mut c), Some(&question_2));
-    assert_eq!(closing.text, script.closing);
+    // Ended early: not the script's "that was the last question".
+    assert_eq!(
+        closing.text,
+        interviewd::interviewer::scripted::EARLY_CLOSING
+    );
     next_of(&mut c, "interview.assessment.started");
 
     c.send(user_message_with_id(
@@ -1334,4 +1338,45 @@ fn a_short_answer_gets_one_follow_up_then_the_next_question() {
         .map(|r| r["question_id"].as_str().unwrap())
         .collect();
     assert_eq!(answered, [&*q[0].id, &*q[0].id, &*q[1].id, &*q[2].id]);
+}
+
+/// Small things a newcomer hit: a string `content` is `invalid_type` (not a
+/// missing parameter); a candidate who finishes early does not hear "That
+/// was the last question"; other crates' debug lines stay out of the log;
+/// a ping interval not below the idle timeout is refused, naming both.
+#[test]
+fn small_things_a_newcomer_hit() {
+    let daemon = Daemon::start("");
+    let mut c = Client::connect(&daemon.url());
+    c.send(
+        json!({"type": "conversation.item.create", "event_id": "str",
+                  "item": {"type": "message", "role": "user", "content": "plain text"}}),
+    );
+    let e = c.wait_for("error");
+    assert_eq!(e["error"]["code"], "invalid_type", "{e}");
+    assert_eq!(e["error"]["param"], "item.content", "{e}");
+    c.send(json!({"type": "interview.finish"}));
+    let done = c.wait_for("response.done");
+    let text = done["response"]["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(!text.contains("last question"), "{text}");
+    assert_eq!(text, interviewd::interviewer::scripted::EARLY_CLOSING);
+    c.wait_for("interview.assessment.completed");
+    let _ = c.read_to_end();
+    assert!(
+        !daemon.log().contains("Received close frame"),
+        "{}",
+        daemon.log()
+    );
+
+    let err = interviewd::config::Config::parse(
+        "[sessions]\nping_interval = \"2m\"\nidle_timeout = \"1m\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sessions.ping_interval") && err.contains("sessions.idle_timeout"),
+        "{err}"
+    );
 }

@@ -18,6 +18,10 @@ fn turn_text(turn: &Turn) -> &str {
     }
 }
 
+/// The closing remark when the candidate ends the interview before the
+/// last question.
+pub const EARLY_CLOSING: &str = "We'll stop here. Thank you for your answers; I'm putting together the assessment now, it will only take a moment.";
+
 /// One interviewer turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
@@ -78,6 +82,11 @@ impl Scripted {
 
     fn finish(&mut self) -> Turn {
         self.closed = true;
+        if self.current < self.script.questions.len() {
+            // Ended early (interview.finish): the script's closing remark
+            // may say that was the last question; it was not.
+            return Turn::Close(EARLY_CLOSING.to_owned());
+        }
         Turn::Close(self.script.closing.clone())
     }
 

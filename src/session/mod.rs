@@ -403,15 +403,7 @@ async fn serve(
         log::info!("session {} started for {client} (via {peer})", shared.id);
     }
     let finish = session.run(&control).await;
-    {
-        let mut registry = env.resumable.borrow_mut();
-        if registry
-            .get(&key)
-            .is_some_and(|tx| tx.same_channel(&control_tx))
-        {
-            registry.remove(&key);
-        }
-    }
+    resume::unregister(&env.resumable, &key, &control_tx);
     record_end(
         shared,
         &env.journal,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use super::{Control, EndGuard, Env, JournalState, Phase, Session, Shared, Suspension};
+use super::{resume, Control, EndGuard, Env, JournalState, Phase, Session, Shared, Suspension};
 use crate::interviewer::Interviewer;
 use crate::journal::{self, EndReason};
 use crate::protocol::Item;
@@ -167,15 +167,7 @@ pub async fn run(
     } else {
         session.run_loop(&control).await
     };
-    {
-        let mut registry = env.resumable.borrow_mut();
-        if registry
-            .get(&resume_key)
-            .is_some_and(|tx| tx.same_channel(&control_tx))
-        {
-            registry.remove(&resume_key);
-        }
-    }
+    resume::unregister(&env.resumable, &resume_key, &control_tx);
     super::record_end(
         &shared,
         &env.journal,

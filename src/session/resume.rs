@@ -37,6 +37,15 @@ use crate::protocol;
 /// by their sessions when they end.
 pub type Registry = Rc<RefCell<HashMap<String, async_channel::Sender<Control>>>>;
 
+/// Removes `key` from the registry if it still names this session (a newer
+/// session may have taken the key since).
+pub fn unregister(registry: &Registry, key: &str, session: &async_channel::Sender<Control>) {
+    let mut registry = registry.borrow_mut();
+    if registry.get(key).is_some_and(|tx| tx.same_channel(session)) {
+        registry.remove(key);
+    }
+}
+
 /// A new connection for an existing session.
 pub struct TakeOver {
     pub ws: Ws,

@@ -261,21 +261,7 @@ pub struct Client {
 impl Client {
     /// Connects without reading anything.
     pub fn connect_raw(url: &str) -> Client {
-        let addr = url
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned();
-        let stream = TcpStream::connect(&addr).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        let (ws, _) = tungstenite::client(url, stream).expect("websocket handshake");
-        Client {
-            ws,
-            events: Vec::new(),
-            session_id: String::new(),
-        }
+        Client::connect_raw_with(url, &[])
     }
 
     /// Connects with extra request headers, without reading anything.

@@ -32,6 +32,26 @@ const ASSETS: &[Asset] = &[
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../web/style.css"),
     },
+    Asset {
+        path: "/assets/audio.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/audio.js"),
+    },
+    Asset {
+        path: "/assets/capture-worklet.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/capture-worklet.js"),
+    },
+    Asset {
+        path: "/assets/playback-worklet.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/playback-worklet.js"),
+    },
+    Asset {
+        path: "/assets/icon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../web/icon.svg"),
+    },
 ];
 
 /// The security headers of every page answer.

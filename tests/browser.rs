@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::mock::Mock;
 use common::*;
 use interviewd::script::Script;
 use serde_json::Value;
@@ -223,88 +224,6 @@ fn slow_assessor(dir: &Path, secs: f64, summary: &str) -> String {
 // The mock Realtime API (tests/peer/mock_realtime.md).
 // ---------------------------------------------------------------------------
 
-struct Mock {
-    peer: Peer,
-    dir: tempfile::TempDir,
-}
-
-impl Mock {
-    fn start(args: &[&str]) -> Mock {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let control = dir.path().join("control");
-        std::fs::create_dir_all(&control).unwrap();
-        let control = control.to_str().unwrap().to_owned();
-        let mut all = vec![
-            "--port",
-            "0",
-            "--control-dir",
-            &control,
-            "--expect-key",
-            KEY,
-        ];
-        all.extend_from_slice(args);
-        let peer = Peer::start("mock_realtime.py", &all);
-        Mock { peer, dir }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/v1/realtime", self.peer.addr)
-    }
-
-    fn control(&self) -> PathBuf {
-        self.dir.path().join("control")
-    }
-
-    fn connections(&self) -> usize {
-        std::fs::read_to_string(self.control().join("connections"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn log(&self, n: usize) -> Vec<Value> {
-        std::fs::read_to_string(self.control().join(format!("connection-{n}.jsonl")))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn client_events(&self, n: usize) -> Vec<Value> {
-        self.log(n)
-            .into_iter()
-            .filter(|r| r["kind"] == "client")
-            .map(|r| r["event"].clone())
-            .collect()
-    }
-
-    fn audio(&self, n: usize) -> Value {
-        let path = self.control().join(format!("connection-{n}.audio.json"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        serde_json::from_str(&text).expect("audio.json parses")
-    }
-
-    fn assert_no_mock_bugs(&self) {
-        for n in 1..=self.connections() {
-            for r in self.log(n) {
-                assert_ne!(r["kind"], "mock_bug", "connection {n}: {r}");
-            }
-        }
-    }
-
-    fn diagnostics(&self) -> String {
-        let mut s = format!("mock connections: {}\n", self.connections());
-        for n in 1..=self.connections() {
-            for r in self.log(n).iter().rev().take(20) {
-                s.push_str(&r.to_string().chars().take(300).collect::<String>());
-                s.push('\n');
-            }
-        }
-        s
-    }
-}
-
 /// A relay to `mock`, with `rest` appended to the configuration.
 fn start_relay(mock: &Mock, rest: &str) -> Daemon {
     let config = format!(
@@ -454,7 +373,7 @@ fn a_voice_interview_in_the_browser_through_the_relay() {
     let Some(python) = browser_python("a_voice_interview_in_the_browser_through_the_relay") else {
         return;
     };
-    let mock = Mock::start(&["--turns", "2", "--audio-ms", "800"]);
+    let mock = Mock::start(&["--expect-key", KEY, "--turns", "2", "--audio-ms", "800"]);
     let daemon = start_relay(&mock, "");
     let facts = drive(&python, "voice", &page_url(&daemon), &[], &|| {
         format!("{}\ndaemon log:\n{}", mock.diagnostics(), daemon.log())
@@ -572,7 +491,7 @@ fn speech_over_the_interviewer_stops_playback_and_truncates() {
     else {
         return;
     };
-    let mock = Mock::start(&["--turns", "3", "--audio-ms", "5000"]);
+    let mock = Mock::start(&["--expect-key", KEY, "--turns", "3", "--audio-ms", "5000"]);
     let daemon = start_relay(&mock, "");
     let facts = drive(&python, "bargein", &page_url(&daemon), &[], &|| {
         format!("{}\ndaemon log:\n{}", mock.diagnostics(), daemon.log())
@@ -839,7 +758,7 @@ fn a_refused_microphone_falls_back_to_text() {
     let Some(python) = browser_python("a_refused_microphone_falls_back_to_text") else {
         return;
     };
-    let mock = Mock::start(&["--turns", "2", "--audio-ms", "300"]);
+    let mock = Mock::start(&["--expect-key", KEY, "--turns", "2", "--audio-ms", "300"]);
     let daemon = start_relay(&mock, "");
     let facts = drive(&python, "refused", &page_url(&daemon), &[], &|| {
         format!("{}\ndaemon log:\n{}", mock.diagnostics(), daemon.log())

@@ -3,6 +3,8 @@
 //! drives it with real WebSocket clients. Every wait has a deadline.
 #![allow(dead_code)]
 
+pub mod mock;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;

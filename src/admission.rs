@@ -175,10 +175,6 @@ impl Admission {
     pub fn sessions(&self) -> usize {
         self.sessions.total
     }
-
-    pub fn handshakes(&self) -> usize {
-        self.handshakes.total
-    }
 }
 
 /// The address a limit counts: IPv4 as it is, IPv6 by its /64.

@@ -403,17 +403,7 @@ async fn serve(
         log::info!("session {} started for {client} (via {peer})", shared.id);
     }
     let finish = session.run(&control).await;
-    resume::unregister(&env.resumable, &key, &control_tx);
-    record_end(
-        shared,
-        &env.journal,
-        finish.reason,
-        finish.detail.as_deref(),
-        finish.record,
-    );
-    if let Some((code, why)) = finish.close {
-        session.close(code, why).await;
-    }
+    session.conclude(finish, &key, &control_tx).await;
 }
 
 /// Writes the end line (once) and logs the end.
@@ -659,6 +649,28 @@ impl Session {
             Err(end) => return end,
         }
         self.run_loop(control).await
+    }
+
+    /// How every session's run ends: it leaves the registry (if `key`
+    /// still names it), the journal gets its end (or suspension) line, and
+    /// a client still there gets its close frame.
+    async fn conclude(
+        &mut self,
+        finish: Finish,
+        key: &str,
+        control_tx: &async_channel::Sender<Control>,
+    ) {
+        resume::unregister(&self.env.resumable, key, control_tx);
+        record_end(
+            &self.shared,
+            &self.env.journal,
+            finish.reason,
+            finish.detail.as_deref(),
+            finish.record,
+        );
+        if let Some((code, why)) = finish.close {
+            self.close(code, why).await;
+        }
     }
 
     /// The session's loop: what happens next, until it ends.

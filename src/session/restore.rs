@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use super::{resume, Control, EndGuard, Env, JournalState, Phase, Session, Shared, Suspension};
+use super::{Control, EndGuard, Env, JournalState, Phase, Session, Shared, Suspension};
 use crate::interviewer::Interviewer;
 use crate::journal::{self, EndReason};
 use crate::protocol::Item;
@@ -167,17 +167,7 @@ pub async fn run(
     } else {
         session.run_loop(&control).await
     };
-    resume::unregister(&env.resumable, &resume_key, &control_tx);
-    super::record_end(
-        &shared,
-        &env.journal,
-        finish.reason,
-        finish.detail.as_deref(),
-        finish.record,
-    );
-    if let Some((code, why)) = finish.close {
-        session.close(code, why).await;
-    }
+    session.conclude(finish, &resume_key, &control_tx).await;
     drop(guard);
     let _ = env.events.try_send(super::Event::Ended(key));
 }

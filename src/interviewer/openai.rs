@@ -69,6 +69,10 @@ const TRANSCRIPTION_WAIT: Duration = Duration::from_secs(5);
 /// them are not the candidate's business and are not forwarded.
 const OWN_ITEM: &str = "item_ivd";
 
+/// Most outputs held behind a pending transcription: a few seconds of
+/// audio deltas.
+const MAX_HELD: usize = 512;
+
 /// Fatal upstream error codes: retrying will not help.
 const FATAL_CODES: [&str; 4] = [
     "invalid_api_key",
@@ -591,7 +595,23 @@ impl Relay {
         if self.held.is_empty() {
             out.push(Output::Frame(frame));
         } else {
-            self.held.push(Output::Frame(frame));
+            self.hold(vec![Output::Frame(frame)], out);
+        }
+    }
+
+    /// Holds outputs behind a pending transcription, at most
+    /// [`MAX_HELD`] of them: past that (an upstream streaming a long reply
+    /// before the transcription comes) they go out, order given up rather
+    /// than memory.
+    fn hold(&mut self, outputs: Vec<Output>, out: &mut Vec<Output>) {
+        self.held_since.get_or_insert_with(Instant::now);
+        self.held.extend(outputs);
+        if self.held.len() > MAX_HELD {
+            log::debug!(
+                "relay: {} frames held behind a transcription; released",
+                self.held.len()
+            );
+            self.release_held(out);
         }
     }
 
@@ -600,8 +620,7 @@ impl Relay {
         if self.awaiting_transcription.is_empty() && self.held.is_empty() {
             out.extend(outputs);
         } else {
-            self.held_since.get_or_insert_with(Instant::now);
-            self.held.extend(outputs);
+            self.hold(outputs, out);
         }
     }
 

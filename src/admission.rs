@@ -141,8 +141,14 @@ impl Admission {
                 kind: Kind::Handshake,
                 key,
             }),
-            Some(Over::Total) => Err(Refusal::Handshakes),
-            Some(Over::PerIp) => Err(Refusal::HandshakesPerIp),
+            Some(over) => {
+                let refusal = match over {
+                    Over::Total => Refusal::Handshakes,
+                    Over::PerIp => Refusal::HandshakesPerIp,
+                };
+                crate::metrics::connection_refused(refusal);
+                Err(refusal)
+            }
         }
     }
 
@@ -167,8 +173,14 @@ impl Admission {
                 kind: Kind::Session,
                 key,
             }),
-            Some(Over::Total) => Err(Refusal::Sessions),
-            Some(Over::PerIp) => Err(Refusal::SessionsPerIp),
+            Some(over) => {
+                let refusal = match over {
+                    Over::Total => Refusal::Sessions,
+                    Over::PerIp => Refusal::SessionsPerIp,
+                };
+                crate::metrics::connection_refused(refusal);
+                Err(refusal)
+            }
         }
     }
 

@@ -24,6 +24,33 @@ pub struct Config {
     pub openai: OpenAi,
     pub access: Access,
     pub web: Web,
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Client addresses (IPs or CIDR blocks) that may read the metrics.
+    /// Behind a trusted proxy the client is the one `X-Forwarded-For`
+    /// names, so a proxy on loopback does not open them to the world.
+    pub allow: Vec<Cidr>,
+    /// A file holding a bearer token that opens the metrics from any
+    /// address (`Authorization: Bearer TOKEN`); the systemd credential
+    /// `metrics-token` wins over it.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            allow: vec![
+                "127.0.0.0/8".parse().expect("valid literal"),
+                "::1".parse().expect("valid literal"),
+            ],
+            token_file: None,
+        }
+    }
 }
 
 /// `[web]`: the candidate's page.
@@ -407,6 +434,7 @@ impl Config {
             &mut self.server.tls_key,
             &mut self.openai.api_key_file,
             &mut self.openai.ca_file,
+            &mut self.metrics.token_file,
         ] {
             if let Some(p) = path {
                 if p.is_relative() {

@@ -65,3 +65,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+
+/// Creates, syncs and removes a file in `dir`: the directory takes writes
+/// now (not read-only, not full, ours).
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let probe = dir.join(".writable");
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(b"ok")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed)
+}

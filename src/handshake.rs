@@ -132,12 +132,29 @@ pub enum Examined {
     Upgrade(Request),
     /// The bytes are a TLS handshake, on a port that does not speak TLS.
     Tls,
-    /// A GET or HEAD for another path: the page (`web`), if it is served.
-    Page {
-        path: String,
-        head: bool,
-        if_none_match: Option<String>,
-    },
+    /// A GET or HEAD for another path: an HTTP endpoint (`endpoints`).
+    Page(PageRequest),
+}
+
+/// A plain HTTP GET or HEAD, for one of the `endpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub path: String,
+    pub query: Option<String>,
+    pub head: bool,
+    pub if_none_match: Option<String>,
+    /// The bearer token of `Authorization: Bearer TOKEN`, if any.
+    pub bearer: Option<String>,
+    /// Every `X-Forwarded-For` header, in order.
+    pub forwarded_for: Vec<String>,
+}
+
+/// What [`accept`] ends with when the client did not fail.
+pub enum Accepted<T> {
+    /// The WebSocket, the request and what `admit` returned.
+    Upgrade(Box<(Ws, Request, T)>),
+    /// A plain HTTP request, for the caller to answer on the stream.
+    Page(Box<(Transport, PageRequest)>),
 }
 
 fn answer(status: u16, body: impl Into<String>) -> Examined {
@@ -184,14 +201,21 @@ pub fn examine(buf: &[u8]) -> Examined {
     if header("host").is_none_or(|h| h.trim().is_empty()) {
         return answer(400, "missing Host header\n");
     }
+    let bearer = header("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
     if path != REALTIME_PATH {
         let upgrading = header("upgrade").is_some();
         if matches!(request.method, Some("GET" | "HEAD")) && !upgrading {
-            return Examined::Page {
+            return Examined::Page(PageRequest {
                 path: path.to_owned(),
+                query,
                 head: request.method == Some("HEAD"),
                 if_none_match: header("if-none-match").map(str::to_owned),
-            };
+                bearer: bearer.map(str::to_owned),
+                forwarded_for: all("x-forwarded-for").map(str::to_owned).collect(),
+            });
         }
         return answer(
             404,
@@ -219,10 +243,6 @@ pub fn examine(buf: &[u8]) -> Examined {
         .map(str::trim)
         .collect();
     let offers_realtime = protocols.contains(&REALTIME_SUBPROTOCOL);
-    let bearer = header("authorization").and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
     let from_protocol = protocols
         .iter()
         .find_map(|p| p.strip_prefix(KEY_SUBPROTOCOL_PREFIX));
@@ -295,13 +315,13 @@ impl From<Refusal> for Denied {
 
 /// Reads the request and upgrades it. `admit` decides, once the request is
 /// read, whether the daemon takes the session (who the client is, whether
-/// there is room); what it returns goes with the session.
+/// there is room); what it returns goes with the session. A plain GET or
+/// HEAD for another path is handed back for `endpoints` to answer.
 pub async fn accept<T>(
     mut stream: Transport,
     config: WebSocketConfig,
-    web: bool,
     admit: impl FnOnce(&Request) -> Result<T, Denied>,
-) -> Result<(Ws, Request, T), HandshakeError> {
+) -> Result<Accepted<T>, HandshakeError> {
     let (request, buf) = match read_head(&mut stream).await? {
         (Examined::Upgrade(request), buf) => (request, buf),
         (Examined::Answer(a), _) => {
@@ -309,24 +329,7 @@ pub async fn accept<T>(
             return Err(HandshakeError::Answered(a.status));
         }
         (Examined::Tls, _) => return Err(HandshakeError::TlsOnPlainPort),
-        (
-            Examined::Page {
-                path,
-                head,
-                if_none_match,
-            },
-            _,
-        ) => {
-            let Some((asset, etag)) = crate::web::find(&path).filter(|_| web) else {
-                let body = format!("no such page; interviews are served at {REALTIME_PATH}\n");
-                write_response(&mut stream, 404, &body).await?;
-                return Err(HandshakeError::Answered(404));
-            };
-            let answer = crate::web::response(asset, etag, if_none_match.as_deref(), head);
-            stream.write_all(&answer).await?;
-            stream.flush().await?;
-            return Err(HandshakeError::Answered(200));
-        }
+        (Examined::Page(page), _) => return Ok(Accepted::Page(Box::new((stream, page)))),
         (Examined::NeedMore, _) => unreachable!("read_head returns a decision"),
     };
     let admitted = match admit(&request) {
@@ -351,7 +354,7 @@ pub async fn accept<T>(
     // handed to the WebSocket rather than lost.
     let connection = Connection::new(stream, &buf[request.head_len..])?;
     let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
-    Ok((ws, request, admitted))
+    Ok(Accepted::Upgrade(Box::new((ws, request, admitted))))
 }
 
 /// Reads until [`examine`] has a decision, at [`HEAD_MIN_RATE`].
@@ -387,8 +390,9 @@ async fn read_head(stream: &mut Transport) -> Result<(Examined, Vec<u8>), Handsh
 }
 
 /// The reason phrase and extra headers of a status we answer with.
-fn status_line(status: u16) -> (&'static str, String) {
+pub fn status_line(status: u16) -> (&'static str, String) {
     match status {
+        200 => ("OK", String::new()),
         400 => ("Bad Request", String::new()),
         401 => ("Unauthorized", "WWW-Authenticate: Bearer\r\n".into()),
         403 => ("Forbidden", String::new()),
@@ -421,7 +425,11 @@ pub fn response(status: u16, body: &str) -> String {
     )
 }
 
-async fn write_response(stream: &mut Transport, status: u16, body: &str) -> std::io::Result<()> {
+pub async fn write_response(
+    stream: &mut Transport,
+    status: u16,
+    body: &str,
+) -> std::io::Result<()> {
     stream.write_all(response(status, body).as_bytes()).await?;
     stream.flush().await
 }

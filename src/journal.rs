@@ -156,6 +156,7 @@ impl Journal {
     /// Appends the session's end line and lets the writer close the file.
     /// Synchronous so that it can run from a drop guard.
     pub fn end(&self, session: &Arc<str>, reason: EndReason, detail: Option<&str>) {
+        crate::metrics::session_ended(reason);
         let mut record = json!({"kind": "end", "reason": reason.as_str(), "at": now_rfc3339()});
         if let Some(detail) = detail {
             record["detail"] = json!(detail);
@@ -236,7 +237,7 @@ fn commit(
                 // files later in this same batch.
                 files
                     .remove(&op.session)
-                    .map_or(Ok(()), |open| open.file.sync_data())
+                    .map_or(Ok(()), |open| timed_sync(&open.file))
             } else {
                 touched.insert(op.session.clone());
                 Ok(())
@@ -269,7 +270,7 @@ fn commit(
             continue;
         }
         if let Some(open) = files.get(session) {
-            if let Err(e) = open.file.sync_data() {
+            if let Err(e) = timed_sync(&open.file) {
                 log::error!("journal {session}: fdatasync: {e}");
                 files.remove(session);
                 failed.insert(session.clone(), e.to_string());
@@ -452,6 +453,16 @@ pub fn parse(bytes: &[u8]) -> Result<Transcript, String> {
         }
     }
     Ok(Transcript { records, torn_tail })
+}
+
+/// fdatasync, timed for the `interviewd_journal_sync_seconds` histogram.
+fn timed_sync(file: &File) -> std::io::Result<()> {
+    let t = std::time::Instant::now();
+    let synced = file.sync_data();
+    crate::metrics::METRICS
+        .journal_sync_seconds
+        .observe(t.elapsed());
+    synced
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@
 //! - [`session`]: one interview, a future owned through its `Task`; dropping
 //!   the task cancels it.
 //! - [`handshake`]: HTTP request parsing and the WebSocket upgrade.
+//! - [`endpoints`]: the plain HTTP endpoints beside the WebSocket: the
+//!   candidate's page, `/healthz`, `/readyz`, `/metrics`.
+//! - [`metrics`]: the counters and histograms `/metrics` reports.
+//! - [`notify`]: systemd notifications (READY, STATUS, WATCHDOG, RELOADING,
+//!   STOPPING) and socket activation.
 //! - [`connection`]: the client socket as the WebSocket layer reads it,
 //!   one frame at a time, so that grown buffers can be shrunk.
 //! - [`protocol`]: Realtime GA server events and client event parsing.
@@ -43,6 +48,7 @@ pub mod children;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod endpoints;
 pub mod exit;
 pub mod fsutil;
 pub mod handshake;
@@ -51,6 +57,8 @@ pub mod interviewer;
 pub mod invites;
 pub mod journal;
 pub mod logger;
+pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod ratelog;
 pub mod reassess;
@@ -63,5 +71,5 @@ pub mod shutdown;
 pub mod signals;
 pub mod tls;
 pub mod upstream;
-pub mod web;
+
 pub mod workers;

@@ -50,6 +50,10 @@ enum Command {
         /// error, warn, info, debug or trace.
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<LogLevel>,
+        /// Testing only: SIGUSR2 then blocks the central loop for good, so
+        /// that a test can check that systemd's watchdog catches it.
+        #[arg(long, hide = true)]
+        debug_stall_signal: bool,
     },
     /// Take an interview in the terminal.
     Client {
@@ -61,6 +65,9 @@ enum Command {
     CheckConfig {
         /// The configuration file.
         file: PathBuf,
+        /// Print nothing when the file is valid (for `ExecReload=`).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Create, list and revoke candidate invites (access.mode = "invite").
     Invite {
@@ -123,13 +130,14 @@ fn main() {
             listen,
             state_dir,
             log_level,
+            debug_stall_signal,
         } => {
             let overrides = Overrides {
                 listen,
                 state_dir,
                 log_level,
             };
-            match serve(config, overrides) {
+            match serve(config, overrides, debug_stall_signal) {
                 Ok(status) => status,
                 Err(e) => {
                     log::error!("{e}");
@@ -138,7 +146,7 @@ fn main() {
             }
         }
         Command::Client { url } => client::run(&url),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, quiet } => check_config(&file, quiet),
         Command::Invite {
             config,
             state_dir,
@@ -148,7 +156,7 @@ fn main() {
     std::process::exit(status);
 }
 
-fn check_config(file: &Path) -> i32 {
+fn check_config(file: &Path, quiet: bool) -> i32 {
     let checked = Config::load(file).and_then(|config| {
         Script::load(config.interview.script.as_deref()).map_err(|e| {
             interviewd::config::ConfigError::Invalid {
@@ -174,15 +182,25 @@ fn check_config(file: &Path) -> i32 {
                 message,
             }
         })?;
+        interviewd::server::metrics_token(&config).map_err(|message| {
+            interviewd::config::ConfigError::Invalid {
+                key: "metrics.token_file",
+                message,
+            }
+        })?;
         Ok(config)
     });
     match checked {
-        Ok(config) => {
+        Ok(_) if quiet => exit::OK,
+        Ok(mut config) => {
+            // What the daemon will use, resolved as it resolves it.
+            let explicit = config.server.state_dir.is_some();
+            config.server.state_dir = Some(state_dir(&config));
             let mut out = config.to_toml();
             // TOML has no null: say what the keys left unset mean.
-            if config.server.state_dir.is_none() {
+            if !explicit {
                 out.push_str(&format!(
-                    "# server.state_dir unset: $STATE_DIRECTORY if set, else {DEFAULT_STATE_DIR}\n"
+                    "# server.state_dir is not in the file: $STATE_DIRECTORY if set, else {DEFAULT_STATE_DIR} (relative to the working directory)\n"
                 ));
             }
             if config.interview.script.is_none() {
@@ -349,7 +367,11 @@ fn invite(
 /// Startup errors, with what was being attempted.
 type StartError = String;
 
-fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, StartError> {
+fn serve(
+    config_path: Option<PathBuf>,
+    mut overrides: Overrides,
+    debug_stall: bool,
+) -> Result<i32, StartError> {
     // A write past RLIMIT_FSIZE must fail with EFBIG, which the journal
     // reports, rather than kill the daemon with SIGXFSZ.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
@@ -357,6 +379,14 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
     // Logging starts before the configuration is read, so that every
     // startup error goes to the same place (stderr, or the journal).
     logger::init(overrides.log_level.unwrap_or(LogLevel::Info).filter());
+    // Before any thread starts: this edits the environment.
+    let activated = interviewd::notify::activated_listener()?;
+    if let Some(listener) = &activated {
+        // The socket unit decides the address; the configuration is checked
+        // (access rules) against it, and a reload keeps it.
+        overrides.listen = Some(listener.local_addr().map_err(|e| e.to_string())?);
+    }
+    let notifier = Rc::new(interviewd::notify::Notifier::from_env());
     let config = match &config_path {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
@@ -400,8 +430,9 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
 
     let workers = Rc::new(RefCell::new(Workers::default()));
     let children = ChildGroups::default();
-    let (signal_rx, signal_thread) = signals::start(&mut workers.borrow_mut(), children.clone())
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (signal_rx, signal_thread) =
+        signals::start(&mut workers.borrow_mut(), children.clone(), debug_stall)
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let sessions_dir = state_dir.join("sessions");
     let journal = Journal::start(sessions_dir.clone(), &mut workers.borrow_mut()).map_err(|e| {
         format!(
@@ -410,18 +441,35 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         )
     })?;
 
+    // Ready means transcripts can be written: a read-only or full state
+    // directory fails the start here, not the first interview.
+    interviewd::fsutil::check_writable(&sessions_dir).map_err(|e| {
+        format!(
+            "the state directory is not writable: {}: {e}",
+            sessions_dir.display()
+        )
+    })?;
+
     let relay = server::relay_settings(&config)?;
     let assessor_openai = server::assessor_settings(&config)?;
     let tls = server::tls_config(&config)?;
+    let metrics_token = server::metrics_token(&config).map_err(|e| format!("[metrics] {e}"))?;
 
-    let listener = std::net::TcpListener::bind(config.server.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let (listener, activated) = match activated {
+        Some(listener) => (listener, true),
+        None => (
+            std::net::TcpListener::bind(config.server.listen)
+                .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?,
+            false,
+        ),
+    };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // std listens with a backlog of 128: a burst of connections (a flood,
     // or clients reconnecting after a restart) would overflow it and the
     // kernel would drop SYNs, delaying legitimate clients by a second or
     // more. The kernel caps this at net.core.somaxconn.
-    {
+    // (A socket from systemd keeps the unit's Backlog=.)
+    if !activated {
         use std::os::fd::AsRawFd;
         // SAFETY: listen() on a socket we own; calling it again on a
         // listening socket only changes the backlog.
@@ -449,6 +497,14 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
             &state_dir,
             &sessions_dir,
         ))),
+        notifier,
+        status: Rc::new(interviewd::endpoints::Status::new(
+            interviewd::shutdown::Record::read(&state_dir),
+        )),
+        metrics_token,
+        addr,
+        state_dir: state_dir.clone(),
+        debug_stall,
     };
     log::info!(
         "interviewd {} state in {}, transcripts in {}",
@@ -478,6 +534,9 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<i32, Star
         interviewd::config::AccessMode::Open => log::warn!(
             "access: open on {addr} (access.allow_open_on_public): anyone who can reach it can start an interview"
         ),
+    }
+    if activated {
+        log::info!("socket activation: serving the socket systemd passed (interviewd.socket); server.listen is not used");
     }
     log::info!("listening on {addr}");
     let ex = LocalExecutor::new();

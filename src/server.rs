@@ -23,11 +23,13 @@ use crate::ids;
 use crate::interviewer::openai::Settings as RelaySettings;
 use crate::journal::{EndReason, Journal};
 use crate::log_limited;
+use crate::notify::{Notifier, Schedule, STATUS_INTERVAL};
 use crate::ratelog;
 use crate::script::Script;
 use crate::session::{self, Control, Env, Event, Phase, Shared};
 use crate::shutdown::{self, Shutdown};
 use crate::signals::{Signal, SignalThread};
+use crate::upstream::Secret;
 use crate::workers::Workers;
 
 /// One live connection in the table.
@@ -92,6 +94,44 @@ pub struct Daemon {
     /// The listener's TLS configuration (`server.tls_cert`); re-read on
     /// SIGHUP, so that new connections get a renewed certificate.
     pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    /// Tells systemd what the daemon is doing (a no-op outside systemd).
+    pub notifier: Rc<Notifier>,
+    /// What the HTTP endpoints report; `draining` is set at shutdown.
+    pub status: Rc<crate::endpoints::Status>,
+    /// The token that opens `/metrics` from anywhere; re-read on SIGHUP.
+    pub metrics_token: Option<Rc<Secret>>,
+    /// The address served, for the status line.
+    pub addr: SocketAddr,
+    /// The state directory (`last-shutdown.json` is written there).
+    pub state_dir: PathBuf,
+    /// `--debug-stall-signal`: SIGUSR2 blocks the loop (watchdog tests).
+    pub debug_stall: bool,
+}
+
+/// The bearer token for `/metrics`: the systemd credential `metrics-token`,
+/// else `metrics.token_file`, else none. The error never contains it.
+pub fn metrics_token(config: &Config) -> Result<Option<Rc<Secret>>, String> {
+    let read = |path: &std::path::Path| -> Result<Option<Rc<Secret>>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the metrics token from {}: {e}", path.display()))?;
+        match text.trim() {
+            "" => Err(format!(
+                "{} is empty; it should hold the metrics token",
+                path.display()
+            )),
+            token => Ok(Some(Rc::new(Secret::new(token.to_owned())))),
+        }
+    };
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = std::path::Path::new(&dir).join("metrics-token");
+        if path.exists() {
+            return read(&path);
+        }
+    }
+    match &config.metrics.token_file {
+        Some(path) => read(path),
+        None => Ok(None),
+    }
 }
 
 /// The listener's TLS configuration, when the configuration has one.
@@ -153,6 +193,8 @@ enum Wake {
     WorkerDone(u64),
     Sweep,
     FlushLog,
+    /// A watchdog ping or a status update is due (`notify`).
+    Notify,
 }
 
 /// Serves until a terminating signal, then runs the shutdown sequence and
@@ -171,6 +213,7 @@ pub async fn run(
     let mut accept_backoff = accept::Backoff::default();
     let mut signals_alive = true;
     let mut turns = 0u32;
+    let mut schedule = Schedule::new(&daemon.notifier, Instant::now());
     // Owned here: dropped (cancelled) when the loop ends; their worker
     // threads are joined by the shutdown sequence like every assessment's.
     let _reassessing = reassess_pending(ex, &daemon);
@@ -183,6 +226,8 @@ pub async fn run(
         let entry = restore_session(ex, &daemon, &events_tx, key, found);
         table.insert(key, entry);
     }
+    // Bound, the journal writable, restored sessions in the table: ready.
+    daemon.notifier.ready(&status_line(&table, daemon.addr));
     // Signals first, then the listener: a busy table must not delay a
     // shutdown or a new connection.
     let trigger = loop {
@@ -228,10 +273,33 @@ pub async fn run(
             };
             Wake::FlushLog
         })
+        .or(async {
+            match schedule.next() {
+                Some(at) => Timer::at(at).await,
+                None => std::future::pending::<Instant>().await,
+            };
+            Wake::Notify
+        })
         .await;
         match wake {
             Wake::Signal(Some(Signal::Terminate(name, at))) => break (name, at),
-            Wake::Signal(Some(Signal::Reload)) => reload(&mut daemon),
+            Wake::Signal(Some(Signal::Reload)) => {
+                daemon.notifier.reloading();
+                reload(&mut daemon);
+                daemon.notifier.ready(&status_line(&table, daemon.addr));
+            }
+            Wake::Signal(Some(Signal::Stall)) => {
+                if daemon.debug_stall {
+                    log::warn!(
+                        "SIGUSR2 (--debug-stall-signal): blocking the central loop until killed"
+                    );
+                    // Deliberately blocks the executor thread: this is the
+                    // stuck loop the watchdog must catch.
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
+                }
+            }
             Wake::Signal(None) => {
                 log::error!("the signal thread has stopped; signals are no longer handled");
                 signals_alive = false;
@@ -268,14 +336,38 @@ pub async fn run(
             Wake::Session(Event::Ended(key)) => {
                 table.remove(&key);
             }
+            Wake::Session(Event::Snapshot(reply)) => {
+                let _ = reply.try_send(snapshot(&table, &daemon));
+            }
             Wake::WorkerDone(id) => daemon.workers.borrow_mut().reap(id),
             Wake::Sweep => {
                 sweep(&mut table, &daemon.config);
                 next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
             }
             Wake::FlushLog => ratelog::flush(),
+            Wake::Notify => {
+                let now = Instant::now();
+                if let (Some(due), Some(every)) =
+                    (schedule.next_watchdog, daemon.notifier.watchdog_every)
+                {
+                    if due <= now {
+                        daemon.notifier.watchdog();
+                        schedule.next_watchdog = Some(now + every);
+                    }
+                }
+                if schedule.next_status.is_some_and(|due| due <= now) {
+                    daemon.notifier.status(&status_line(&table, daemon.addr));
+                    schedule.next_status = Some(now + STATUS_INTERVAL);
+                }
+            }
         }
     };
+    daemon.status.draining.set(true);
+    daemon.notifier.stopping(&format!(
+        "stopping ({}): closing {} session(s)",
+        trigger.0,
+        table.len()
+    ));
     let sequence = Shutdown {
         trigger: trigger.0,
         received: trigger.1,
@@ -284,6 +376,7 @@ pub async fn run(
         workers: daemon.workers.clone(),
         children: daemon.children.clone(),
         signal_thread: daemon.signal_thread,
+        state_dir: daemon.state_dir.clone(),
     };
     shutdown::run(sequence, listener, table).await
 }
@@ -349,6 +442,13 @@ fn reassess_pending(ex: &LocalExecutor<'_>, daemon: &Daemon) -> Vec<Task<()>> {
                 }),
             };
             let ms = t.elapsed().as_millis() as u64;
+            crate::metrics::assessed(
+                match outcome {
+                    Ok(_) => crate::metrics::Outcome::Completed,
+                    Err(_) => crate::metrics::Outcome::Failed,
+                },
+                t.elapsed(),
+            );
             let at = crate::journal::now_rfc3339();
             match outcome {
                 Ok(_) => {
@@ -385,7 +485,43 @@ fn session_env(daemon: &Daemon, events: &async_channel::Sender<Event>) -> Env {
         tls: daemon.tls.clone(),
         invites: daemon.invites.clone(),
         resumable: daemon.resumable.clone(),
+        status: daemon.status.clone(),
+        metrics_token: daemon.metrics_token.clone(),
     }
+}
+
+/// The table by phase, for STATUS= and the log: "2 interviewing, 1
+/// assessing, 0 suspended, 3 connecting; listening on 127.0.0.1:8765".
+pub fn status_line(table: &Table, addr: SocketAddr) -> String {
+    let mut n = [0usize; 5];
+    for entry in table.values() {
+        n[entry.shared.phase.get() as usize] += 1;
+    }
+    format!(
+        "{} interviewing, {} assessing, {} closing, {} suspended, {} connecting; listening on {addr}",
+        n[Phase::Interview as usize],
+        n[Phase::Assessing as usize],
+        n[Phase::Closing as usize],
+        n[Phase::Suspended as usize],
+        n[Phase::Handshake as usize],
+    )
+}
+
+/// What the HTTP endpoints ask the loop for.
+fn snapshot(table: &Table, daemon: &Daemon) -> crate::endpoints::Snapshot {
+    let mut s = crate::endpoints::Snapshot {
+        admitted: daemon.admission.borrow().sessions(),
+        max_sessions: daemon.config.limits.max_sessions,
+        ..Default::default()
+    };
+    for entry in table.values() {
+        let phase = entry.shared.phase.get();
+        match (phase, entry.shared.engine.get()) {
+            (Phase::Handshake, _) | (_, None) => s.handshakes += 1,
+            (phase, Some(engine)) => *s.sessions.entry((phase.as_str(), engine)).or_default() += 1,
+        }
+    }
+    s
 }
 
 /// A session restored from its journal after a restart, in the table like
@@ -552,6 +688,13 @@ fn reload(daemon: &mut Daemon) {
             return;
         }
     };
+    let metrics_token = match metrics_token(&config) {
+        Ok(token) => token,
+        Err(e) => {
+            log::error!("SIGHUP: reload refused, keeping the current configuration: [metrics] {e}");
+            return;
+        }
+    };
     let tls = match tls_config(&config) {
         Ok(tls) => tls,
         Err(e) => {
@@ -571,6 +714,7 @@ fn reload(daemon: &mut Daemon) {
         log::info!("SIGHUP: TLS certificate re-read; new connections get it");
     }
     daemon.tls = tls;
+    daemon.metrics_token = metrics_token;
     daemon.relay = relay;
     daemon.assessor_openai = assessor_openai;
     let mut changed = changed_keys(&daemon.config, &config);

@@ -13,7 +13,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
@@ -72,13 +75,47 @@ pub struct Shutdown {
     pub workers: Rc<RefCell<Workers>>,
     pub children: ChildGroups,
     pub signal_thread: SignalThread,
+    /// Where [`Record`] is written, for the next process's `/metrics`.
+    pub state_dir: PathBuf,
 }
 
-fn done(step: Step, started: Instant, detail: impl fmt::Display) {
-    log::info!(
-        "shutdown {step}: {detail} ({} ms)",
-        started.elapsed().as_millis()
-    );
+/// A finished shutdown, as `STATE/last-shutdown.json` keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Each step and how long it took, in milliseconds, in order.
+    pub steps: Vec<(String, u64)>,
+    /// From the signal to the end of the sequence.
+    pub total_ms: u64,
+    /// The exit status the sequence returned.
+    pub status: i32,
+}
+
+/// The file [`Record`] is kept in, in the state directory.
+pub const RECORD_FILE: &str = "last-shutdown.json";
+
+impl Record {
+    /// The previous process's record, if it left one that parses.
+    pub fn read(state_dir: &Path) -> Option<Record> {
+        let text = std::fs::read(state_dir.join(RECORD_FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Written whole (temporary file, fsync, rename): a crash leaves the
+    /// old record or the new one, never half of one.
+    fn write(&self, state_dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = state_dir.join(format!("{RECORD_FILE}.tmp"));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(self).expect("record serializes"))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, state_dir.join(RECORD_FILE))
+    }
+}
+
+fn done(steps: &mut Vec<(String, u64)>, step: Step, started: Instant, detail: impl fmt::Display) {
+    let ms = started.elapsed().as_millis() as u64;
+    log::info!("shutdown {step}: {detail} ({ms} ms)");
+    steps.push((step.to_string(), ms));
 }
 
 /// Runs the whole sequence and returns the exit status.
@@ -92,9 +129,10 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
         humantime::format_duration(s.config.shutdown.deadline.0)
     );
 
+    let mut steps = Vec::new();
     let t = Instant::now();
     drop(listener);
-    done(Step::StopAccepting, t, phase_counts(&table));
+    done(&mut steps, Step::StopAccepting, t, phase_counts(&table));
 
     let t = Instant::now();
     for entry in table.values() {
@@ -115,6 +153,7 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
         .await;
     let closed = table.values().filter(|e| e.task.is_finished()).count();
     done(
+        &mut steps,
         Step::CloseClients,
         t,
         format!("{closed} of {} closed their clients", table.len()),
@@ -129,7 +168,12 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
             cancelled += 1;
         }
     }
-    done(Step::CancelSessions, t, format!("{cancelled} cancelled"));
+    done(
+        &mut steps,
+        Step::CancelSessions,
+        t,
+        format!("{cancelled} cancelled"),
+    );
 
     let t = Instant::now();
     let termed = s.children.close_and_signal(libc::SIGTERM);
@@ -142,6 +186,7 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
     .await;
     let killed = s.children.signal_all(libc::SIGKILL);
     done(
+        &mut steps,
         Step::StopChildren,
         t,
         format!(
@@ -156,6 +201,7 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
     let mut unfinished = wait_for(&s.workers, WorkerKind::Journal, deadline).await;
     unfinished.extend(wait_for(&s.workers, WorkerKind::Assessment, deadline).await);
     done(
+        &mut steps,
         Step::DrainJournal,
         t,
         format!(
@@ -173,7 +219,23 @@ pub async fn run(s: Shutdown, listener: TcpListener, mut table: Table) -> i32 {
     .await;
 
     let total = began.elapsed().as_millis();
-    if unfinished.is_empty() && s.children.is_empty() {
+    let status = if unfinished.is_empty() && s.children.is_empty() {
+        exit::OK
+    } else {
+        exit::SHUTDOWN_INCOMPLETE
+    };
+    let record = Record {
+        steps,
+        total_ms: total as u64,
+        status,
+    };
+    if let Err(e) = record.write(&s.state_dir) {
+        log::warn!(
+            "cannot record this shutdown in {}: {e}",
+            s.state_dir.join(RECORD_FILE).display()
+        );
+    }
+    if status == exit::OK {
         log::info!("shutdown complete in {total} ms");
         exit::OK
     } else {

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::{Handle, Signals};
 
 use crate::children::ChildGroups;
@@ -23,6 +23,9 @@ pub enum Signal {
     Terminate(&'static str, Instant),
     /// SIGHUP: re-read the configuration.
     Reload,
+    /// SIGUSR2, only with `serve --debug-stall-signal`: block the central
+    /// loop, to test that systemd's watchdog catches a stuck loop.
+    Stall,
 }
 
 /// Owns the signal thread; `close` ends it.
@@ -41,8 +44,12 @@ impl SignalThread {
 pub fn start(
     workers: &mut Workers,
     children: ChildGroups,
+    debug_stall: bool,
 ) -> std::io::Result<(Receiver<Signal>, SignalThread)> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    if debug_stall {
+        signals.add_signal(SIGUSR2)?;
+    }
     let handle = signals.handle();
     let (tx, rx) = async_channel::unbounded();
     workers.spawn("signals".into(), WorkerKind::Signals, move || {
@@ -57,6 +64,10 @@ fn forward(signals: &mut Signals, tx: &Sender<Signal>, children: &ChildGroups) {
         let name = match signal {
             SIGINT => "SIGINT",
             SIGTERM => "SIGTERM",
+            SIGUSR2 => {
+                let _ = tx.try_send(Signal::Stall);
+                continue;
+            }
             _ => {
                 let _ = tx.try_send(Signal::Reload);
                 continue;

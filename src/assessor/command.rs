@@ -26,6 +26,11 @@ pub(super) fn run_command(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        // The service manager's channels are the daemon's, not the
+        // assessor's (NotifyAccess=main ignores it anyway).
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .process_group(0);
     // SAFETY: prctl and signal are async-signal-safe. If this thread dies
     // (the daemon is SIGKILLed), the kernel kills the child instead of

@@ -73,6 +73,16 @@ pub enum Interviewer {
     Openai(Box<Relay>),
 }
 
+impl Interviewer {
+    /// The engine's name, as `interview.engine` spells it (metrics labels).
+    pub fn engine_name(&self) -> &'static str {
+        match self {
+            Interviewer::Scripted(_) => "scripted",
+            Interviewer::Openai(_) => "openai",
+        }
+    }
+}
+
 /// What woke an engine; handed back to it by [`Interviewer::on_wake`].
 pub enum Wake {
     Openai(openai::Wake),

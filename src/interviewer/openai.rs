@@ -37,6 +37,7 @@ use smol::Timer;
 
 use super::{session_object, CandidateChoices, Ctx, EngineError, Output};
 use crate::config::{Config, TurnDetection};
+use crate::metrics;
 use crate::protocol::{ClientEvent, Item, ProtocolError, Role};
 use crate::script::Script;
 use crate::upstream::{self, Endpoint, Secret, Stream};
@@ -369,6 +370,7 @@ impl Relay {
                 self.last_heard = Instant::now();
                 self.next_ping = self.last_heard + self.settings.ping_interval;
                 if let Message::Text(text) = message {
+                    metrics::relayed(metrics::Direction::ToClient, text.len());
                     self.on_upstream(text, ctx, &mut out).await;
                 }
             }
@@ -417,6 +419,7 @@ impl Relay {
         let first_connect = !self.connected_once;
         if !first_connect && self.reconnects < MAX_RECONNECTS && !self.is_fatal(why) {
             self.reconnects += 1;
+            metrics::METRICS.upstream_reconnects.inc();
             log::warn!(
                 "upstream lost ({why}); reconnecting ({} of {MAX_RECONNECTS})",
                 self.reconnects
@@ -430,6 +433,7 @@ impl Relay {
         } else {
             log::warn!("upstream unavailable: {why}");
         }
+        metrics::METRICS.upstream_failures.inc();
         self.release_held(out);
         out.push(Output::Report(ProtocolError::server(
             "upstream_unavailable",
@@ -765,14 +769,23 @@ impl Relay {
         let Some(ws) = &mut self.upstream else {
             return;
         };
+        let text_len = match &message {
+            Message::Text(text) => Some(text.len()),
+            _ => None,
+        };
         let sent = async { ws.send(message).await.map_err(|e| e.to_string()) }
             .or(async {
                 Timer::after(UPSTREAM_SEND_TIMEOUT).await;
                 Err("a write to the upstream stalled".to_owned())
             })
             .await;
-        if let Err(e) = sent {
-            self.upstream_lost(&e, out);
+        match sent {
+            Ok(()) => {
+                if let Some(len) = text_len {
+                    metrics::relayed(metrics::Direction::ToUpstream, len);
+                }
+            }
+            Err(e) => self.upstream_lost(&e, out),
         }
     }
 

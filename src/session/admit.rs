@@ -106,6 +106,7 @@ pub fn admit(env: &Env, peer: SocketAddr, request: &Request) -> Result<Admitted,
             match checked {
                 Ok(invite) => (Some(invite), key.unwrap_or_default()),
                 Err(refusal) => {
+                    crate::metrics::invite_refused(refusal.as_str());
                     log_limited!(
                         log::Level::Info,
                         "refused invite",

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::{Assessing, EndReason, Finish, Flow, Phase, Session};
 use crate::assessor;
 use crate::journal::now_rfc3339;
+use crate::metrics;
 use crate::protocol;
 
 impl Session {
@@ -71,11 +72,17 @@ impl Session {
     }
 
     pub(super) async fn assessed(&mut self, result: Result<Value, String>) -> Flow {
-        let elapsed = self
+        let took = self
             .assessing
             .take()
-            .map(|a| a.started.elapsed().as_millis() as u64)
-            .unwrap_or(0);
+            .map(|a| a.started.elapsed())
+            .unwrap_or_default();
+        let elapsed = took.as_millis() as u64;
+        let outcome = match result {
+            Ok(_) => metrics::Outcome::Completed,
+            Err(_) => metrics::Outcome::Failed,
+        };
+        metrics::assessed(outcome, took);
         self.shared.phase.set(Phase::Closing);
         let id = self.shared.id.clone();
         match result {

@@ -123,6 +123,8 @@ pub enum Control {
 pub enum Event {
     /// The session's future is about to return; remove its entry.
     Ended(u64),
+    /// An HTTP endpoint asks for the table's state (`endpoints`).
+    Snapshot(async_channel::Sender<crate::endpoints::Snapshot>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,9 @@ pub struct Shared {
     pub last_activity: Cell<Instant>,
     /// Set by the loop before it drops the task; written as the end reason.
     pub cancel_reason: Cell<EndReason>,
+    /// The interviewer engine (`scripted`, `openai`) once the session has
+    /// one; the loop counts sessions by it for `/metrics`.
+    pub engine: Cell<Option<&'static str>>,
     journal: Cell<JournalState>,
 }
 
@@ -150,6 +155,7 @@ impl Shared {
             phase: Cell::new(Phase::Handshake),
             last_activity: Cell::new(Instant::now()),
             cancel_reason: Cell::new(EndReason::Error),
+            engine: Cell::new(None),
             journal: Cell::new(JournalState::NotOpened),
         }
     }
@@ -178,6 +184,10 @@ pub struct Env {
     pub relay: Option<Rc<crate::interviewer::openai::Settings>>,
     /// The `openai` assessor's settings, when it is configured.
     pub assessor_openai: Option<Rc<crate::assessor::openai::Settings>>,
+    /// The daemon's state as the HTTP endpoints report it.
+    pub status: Rc<crate::endpoints::Status>,
+    /// The bearer token that opens `/metrics` from any address.
+    pub metrics_token: Option<Rc<crate::upstream::Secret>>,
 }
 
 /// Writes the end line of a session cancelled by drop.
@@ -287,11 +297,10 @@ async fn serve(
             }
         };
         Upgrade::Done(
-            handshake::accept(transport, ws_config, env.config.web.enabled, |request| {
+            handshake::accept(transport, ws_config, |request| {
                 admit::admit(env, peer, request)
             })
-            .await
-            .map(Box::new),
+            .await,
         )
     }
     .or(async {
@@ -305,9 +314,13 @@ async fn serve(
         Upgrade::ShuttingDown
     })
     .await;
-    drop(handshake);
     let (ws, admitted, interview_events, token_presented) = match upgrade {
-        Upgrade::Done(Ok(accepted)) => {
+        Upgrade::Done(Ok(handshake::Accepted::Page(page))) => {
+            let (stream, request) = *page;
+            crate::endpoints::serve(stream, request, env, peer).await;
+            return;
+        }
+        Upgrade::Done(Ok(handshake::Accepted::Upgrade(accepted))) => {
             let (ws, request, admitted) = *accepted;
             let interview_events = !query_flag_off(request.query.as_deref(), "interview_events");
             (ws, admitted, interview_events, request.token)
@@ -356,6 +369,9 @@ async fn serve(
         }
         Upgrade::ShuttingDown => return,
     };
+    // A page answer above is written holding its handshake slot; a session
+    // has its own slot from here.
+    drop(handshake);
     shared.phase.set(Phase::Interview);
     shared.last_activity.set(Instant::now());
     let client = admitted.client;
@@ -397,6 +413,7 @@ async fn serve(
     env.resumable
         .borrow_mut()
         .insert(key.clone(), control_tx.clone());
+    crate::metrics::session_started(session.interviewer.engine_name());
     if client == peer.ip() {
         log::info!("session {} started for {peer}", shared.id);
     } else {
@@ -443,7 +460,7 @@ fn suspended_record(reason: EndReason, detail: Option<&str>) -> serde_json::Valu
 
 /// How the HTTP part of a connection ended.
 enum Upgrade {
-    Done(Result<Box<(Ws, handshake::Request, admit::Admitted)>, HandshakeError>),
+    Done(Result<handshake::Accepted<admit::Admitted>, HandshakeError>),
     /// The TLS handshake failed (a plain-text client, a bad hello, too slow).
     Tls(std::io::Error),
     TimedOut,
@@ -608,6 +625,7 @@ impl Session {
         interview_events: bool,
     ) -> Session {
         let assessor = Assessor::from_config(&env.config, env.assessor_openai.as_ref());
+        shared.engine.set(Some(interviewer.engine_name()));
         let conversation_id = format!("conv_{}", &shared.id[5..21]);
         let limits = &env.config.limits;
         let rate = RateLimit::new(

@@ -20,37 +20,37 @@ const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../web/index.html"),
+        body: include_bytes!("../../web/index.html"),
     },
     Asset {
         path: "/assets/app.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/app.js"),
+        body: include_bytes!("../../web/app.js"),
     },
     Asset {
         path: "/assets/style.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../web/style.css"),
+        body: include_bytes!("../../web/style.css"),
     },
     Asset {
         path: "/assets/audio.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/audio.js"),
+        body: include_bytes!("../../web/audio.js"),
     },
     Asset {
         path: "/assets/capture-worklet.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/capture-worklet.js"),
+        body: include_bytes!("../../web/capture-worklet.js"),
     },
     Asset {
         path: "/assets/playback-worklet.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/playback-worklet.js"),
+        body: include_bytes!("../../web/playback-worklet.js"),
     },
     Asset {
         path: "/assets/icon.svg",
         content_type: "image/svg+xml",
-        body: include_bytes!("../web/icon.svg"),
+        body: include_bytes!("../../web/icon.svg"),
     },
 ];
 
@@ -85,6 +85,22 @@ pub fn find(path: &str) -> Option<(&'static Asset, &'static str)> {
         .iter()
         .position(|a| a.path == path)
         .map(|i| (&ASSETS[i], tags[i].as_str()))
+}
+
+/// The answer to a GET for the page: the file, or 404 when there is no
+/// such file or the page is not served (`web.enabled = false`).
+pub fn answer(request: &crate::handshake::PageRequest, enabled: bool) -> Vec<u8> {
+    match find(&request.path).filter(|_| enabled) {
+        Some((asset, etag)) => response(asset, etag, request.if_none_match.as_deref(), false),
+        None => super::text(
+            404,
+            "text/plain; charset=utf-8",
+            &format!(
+                "no such page; interviews are served at {}\n",
+                crate::handshake::REALTIME_PATH
+            ),
+        ),
+    }
 }
 
 /// The whole HTTP answer for a page request: 200 with the file (no body

@@ -1,0 +1,192 @@
+//! systemd integration: service notifications (`sd_notify`) and socket
+//! activation (`LISTEN_FDS`), through the `sd-notify` crate. Without
+//! `NOTIFY_SOCKET` every notification is a no-op, and without `LISTEN_FDS`
+//! the daemon binds `server.listen` itself.
+//!
+//! What the service manager is told, and when:
+//!
+//! | message | when |
+//! |---|---|
+//! | `READY=1` | the listener is bound and the journal directory is writable |
+//! | `STATUS=...` | sessions by phase, at most once a second, when it changes |
+//! | `WATCHDOG=1` | from the central loop, at half of `WATCHDOG_USEC`, so a stuck loop is caught |
+//! | `RELOADING=1`, `MONOTONIC_USEC=` | a SIGHUP reload begins |
+//! | `READY=1` | the reload is done (taken or refused) |
+//! | `STOPPING=1` | the shutdown sequence begins |
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+
+/// STATUS= is sent at most this often: systemd keeps only the last one,
+/// and a busy daemon changes its counts far more often than anyone reads
+/// `systemctl status`.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The notifications this process sends; built once at start.
+#[derive(Debug)]
+pub struct Notifier {
+    /// `NOTIFY_SOCKET` is set: someone listens.
+    enabled: bool,
+    /// How often to send WATCHDOG=1 (half of `WATCHDOG_USEC`), when the
+    /// unit has `WatchdogSec=`.
+    pub watchdog_every: Option<Duration>,
+    /// The last STATUS= text sent, so that an unchanged one is not resent.
+    last_status: std::cell::RefCell<String>,
+}
+
+impl Notifier {
+    /// Reads the environment systemd gave the process.
+    pub fn from_env() -> Notifier {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        Notifier {
+            enabled,
+            watchdog_every: sd_notify::watchdog_enabled()
+                .filter(|d| !d.is_zero())
+                .map(|d| d / 2),
+            last_status: Default::default(),
+        }
+    }
+
+    /// A notifier that sends nothing (tests, `check-config`).
+    pub fn disabled() -> Notifier {
+        Notifier {
+            enabled: false,
+            watchdog_every: None,
+            last_status: Default::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            crate::log_limited!(
+                log::Level::Warn,
+                "sd_notify",
+                "cannot notify the service manager ($NOTIFY_SOCKET): {e}"
+            );
+        }
+    }
+
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        *self.last_status.borrow_mut() = status.to_owned();
+        if self.enabled {
+            log::debug!("sd_notify: READY=1 ({status})");
+        }
+    }
+
+    /// STATUS=, unless it is what was sent last.
+    pub fn status(&self, status: &str) {
+        if *self.last_status.borrow() == status {
+            return;
+        }
+        self.send(&[NotifyState::Status(status)]);
+        *self.last_status.borrow_mut() = status.to_owned();
+    }
+
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+
+    /// RELOADING=1 with the time it began, as systemd 253 and later require.
+    pub fn reloading(&self) {
+        let Ok(now) = NotifyState::monotonic_usec_now() else {
+            self.send(&[NotifyState::Reloading]);
+            return;
+        };
+        self.send(&[
+            NotifyState::Reloading,
+            now,
+            NotifyState::Status("reloading the configuration"),
+        ]);
+    }
+
+    pub fn stopping(&self, status: &str) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+        *self.last_status.borrow_mut() = status.to_owned();
+    }
+}
+
+/// The next time the loop owes the service manager something: a watchdog
+/// ping or a status update.
+#[derive(Debug)]
+pub struct Schedule {
+    pub next_watchdog: Option<Instant>,
+    pub next_status: Option<Instant>,
+}
+
+impl Schedule {
+    pub fn new(notifier: &Notifier, now: Instant) -> Schedule {
+        Schedule {
+            next_watchdog: notifier.watchdog_every.map(|_| now),
+            next_status: notifier.enabled().then_some(now + STATUS_INTERVAL),
+        }
+    }
+
+    /// The earliest of the two, if either is due at all.
+    pub fn next(&self) -> Option<Instant> {
+        match (self.next_watchdog, self.next_status) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A listening socket passed by systemd (`interviewd.socket`), if any.
+/// `LISTEN_FDS`/`LISTEN_PID` are removed from the environment, so that
+/// assessment processes do not believe the socket is theirs.
+///
+/// Call before any thread is started: it changes the environment.
+pub fn activated_listener() -> Result<Option<std::net::TcpListener>, String> {
+    // SAFETY: called from `serve` before the signal thread, the journal
+    // thread or any other thread exists, so nothing reads the environment
+    // concurrently.
+    let fds: Vec<RawFd> = unsafe { sd_notify::listen_fds_and_unset_env() }
+        .map_err(|e| format!("socket activation: {e}"))?
+        .collect();
+    let Some(&fd) = fds.first() else {
+        return Ok(None);
+    };
+    if fds.len() > 1 {
+        return Err(format!(
+            "socket activation: {} sockets were passed; interviewd serves one (ListenStream= once in interviewd.socket)",
+            fds.len()
+        ));
+    }
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt on a descriptor number with a correctly sized
+    // output buffer; a descriptor that is not a socket fails with ENOTSOCK.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || listening == 0 {
+        return Err(
+            "socket activation: the passed descriptor is not a listening stream socket (interviewd.socket needs ListenStream=, Accept=no)"
+                .into(),
+        );
+    }
+    // SAFETY: systemd passed us this descriptor (LISTEN_PID is ours) and
+    // nothing else in the process owns it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    match listener.local_addr() {
+        Ok(_) => Ok(Some(listener)),
+        Err(e) => Err(format!(
+            "socket activation: the passed socket is not a TCP socket: {e}"
+        )),
+    }
+}

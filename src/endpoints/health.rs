@@ -10,6 +10,9 @@ const PLAIN: &str = "text/plain; charset=utf-8";
 /// 200 while the central loop turns: it answered a question within
 /// `LOOP_ANSWER_TIMEOUT`. 503 otherwise.
 pub async fn healthz(env: &Env) -> Vec<u8> {
+    if env.status.draining.get() {
+        return text(503, PLAIN, "shutting down\n");
+    }
     match snapshot(env).await {
         Some(_) => text(200, PLAIN, "ok\n"),
         None => text(503, PLAIN, "the central loop is not answering\n"),

@@ -75,6 +75,10 @@ pub struct Snapshot {
 /// Asks the central loop for a [`Snapshot`]; `None` if it does not answer
 /// within [`LOOP_ANSWER_TIMEOUT`] (it is stuck, or shutting down).
 async fn snapshot(env: &Env) -> Option<Snapshot> {
+    if env.status.draining.get() {
+        // The loop is running the shutdown sequence; it answers no more.
+        return None;
+    }
     let (tx, rx) = async_channel::bounded(1);
     env.events.try_send(Event::Snapshot(tx)).ok()?;
     async { rx.recv().await.ok() }

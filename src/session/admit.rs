@@ -39,6 +39,14 @@ pub fn client_of(env: &Env, peer: SocketAddr, request: &Request) -> IpAddr {
 }
 
 pub fn admit(env: &Env, peer: SocketAddr, request: &Request) -> Result<Admitted, Denied> {
+    if env.status.draining.get() {
+        // Under socket activation the next process takes the connection
+        // the client makes next; with resume, its interview carries on.
+        return Err(Denied {
+            status: 503,
+            body: "the interview service is restarting; connect again\n".into(),
+        });
+    }
     let access = &env.config.access;
     if let Some(origin) = &request.origin {
         let origin = origin.trim_end_matches('/');

@@ -73,6 +73,13 @@ use rate::RateLimit;
 /// lets the close handshake finish before the TCP connection is torn down.
 const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a connection still in its HTTP handshake may take to be
+/// answered once shutdown begins: a request on loopback or a LAN is read
+/// and answered in well under a millisecond, an Internet client's in a few
+/// round trips; past this it is dropped (it was probably never going to
+/// finish). Shorter than the default `shutdown.close_grace` (250 ms).
+const HANDSHAKE_DRAIN: Duration = Duration::from_millis(150);
+
 /// Read buffer per connection. tungstenite's default is 128 KiB, allocated
 /// up front; interview events are small, and the buffer grows on demand for
 /// the rare large frame (and shrinks back after it: [`SHRINK_AFTER`]).
@@ -308,9 +315,13 @@ async fn serve(
         Upgrade::TimedOut
     })
     .or(async {
-        // A client still in its handshake has no session to close yet:
-        // on shutdown it is simply dropped, without waiting for it.
+        // A client still in its handshake has no session to close yet. On
+        // shutdown it gets HANDSHAKE_DRAIN to finish: a request already
+        // read is answered (503 for an interview, see `admit`; a probe or a
+        // page as usual), so a restart under socket activation resets no
+        // connection that was accepted; a slow one is dropped.
         let _ = control.recv().await;
+        Timer::after(HANDSHAKE_DRAIN).await;
         Upgrade::ShuttingDown
     })
     .await;

@@ -5,7 +5,7 @@
 //! assessment is generated, then prints the report. `/finish` (or end of
 //! input) ends the interview early.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use std::time::Duration;
 
@@ -95,6 +95,9 @@ async fn interview(url: &str) -> Result<i32, String> {
         })
         .map_err(|e| format!("cannot start the input thread: {e}"))?;
 
+    // At a terminal, lines that arrive together are one pasted answer; from
+    // a pipe, each line is an answer (scripts feed one per question).
+    let typed = std::io::stdin().is_terminal();
     let mut waiting_for_answer = false;
     let mut spinner = 0usize;
     let mut answers = 0u32;
@@ -125,6 +128,11 @@ async fn interview(url: &str) -> Result<i32, String> {
             }
             Next::Input(input) => {
                 waiting_for_answer = false;
+                let input = if typed {
+                    gather_paste(input, &lines).await
+                } else {
+                    input
+                };
                 let events = match input {
                     Input::Line(line) if line.trim() == "/finish" => {
                         vec![json!({"type": "interview.finish"})]
@@ -220,6 +228,41 @@ async fn interview(url: &str) -> Result<i32, String> {
             _ => {}
         }
     }
+}
+
+/// Lines that reach us within this of each other came from one paste
+/// (a terminal delivers a paste in one burst); nobody types two lines
+/// this fast.
+const PASTE_WINDOW: Duration = Duration::from_millis(40);
+
+/// A typed line and the lines that followed it within [`PASTE_WINDOW`]:
+/// one answer, its lines joined by newlines. End of input after a paste
+/// still sends the paste as an answer; the end is seen at the next read.
+async fn gather_paste(first: Input, lines: &async_channel::Receiver<Input>) -> Input {
+    let Input::Line(mut answer) = first else {
+        return first;
+    };
+    if answer.trim() == "/finish" {
+        return Input::Line(answer);
+    }
+    loop {
+        let next = async { lines.recv().await.ok() }
+            .or(async {
+                Timer::after(PASTE_WINDOW).await;
+                None
+            })
+            .await;
+        match next {
+            Some(Input::Line(line)) => {
+                answer.push('\n');
+                answer.push_str(&line);
+            }
+            // Closed or quiet: the paste is over. (Eof is only ever sent
+            // last, so the channel is closed behind it: recv() then says so.)
+            Some(Input::Eof) | None => break,
+        }
+    }
+    Input::Line(answer.trim_end().to_owned())
 }
 
 fn prompt() {

@@ -1402,3 +1402,72 @@ fn the_open_file_limit_is_logged_at_start() {
         .expect("soft limit in /proc/PID/limits");
     assert_eq!(logged, soft, "{line}");
 }
+
+/// At a terminal, a pasted two-line answer is one answer: the transcript
+/// holds it whole, as one candidate item, not two answers of which the
+/// second would arrive before the interviewer's reply to the first.
+#[test]
+fn a_pasted_multi_line_answer_is_one_answer_at_a_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let daemon = Daemon::start("");
+    let (mut master, slave) = {
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two descriptors into the out-parameters;
+        // the name, termios and winsize pointers may be null.
+        let r = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned by no one else.
+        unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                OwnedFd::from_raw_fd(slave),
+            )
+        }
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(["client", &daemon.url()])
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    daemon.wait_for_log("started for");
+    // One write, as a terminal delivers a paste.
+    let pasted = "I built the storage layer.\nThen I shipped it with my team.";
+    master.write_all(format!("{pasted}\n").as_bytes()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let id = loop {
+        let sessions = daemon.state_dir().join("sessions");
+        let found = std::fs::read_dir(&sessions).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let text = std::fs::read(e.path()).ok()?;
+                let t = interviewd::journal::parse(&text).ok()?;
+                let answered = records(&t, "item").iter().any(|r| r["role"] == "user");
+                answered.then(|| e.path().file_stem().unwrap().to_string_lossy().into_owned())
+            })
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no answer was journaled");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    master.write_all(b"/finish\n").unwrap();
+    let stdout = terminal_client_stdout(child);
+    assert_eq!(terminal_client_session_id(&stdout), id);
+    let t = interviewd::journal::parse(&std::fs::read(daemon.journal_path(&id)).unwrap()).unwrap();
+    let answers: Vec<&str> = records(&t, "item")
+        .iter()
+        .filter(|r| r["role"] == "user")
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, vec![pasted], "{stdout}");
+}

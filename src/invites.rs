@@ -316,9 +316,29 @@ fn append(state_dir: &Path, line: &Line) -> std::io::Result<()> {
     let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
     text.push('\n');
     let mut file = crate::fsutil::open_private_append(&state_dir.join(FILE))?;
+    give_to_directory_owner(state_dir, &file)?;
     // One write: a reader sees the whole line or none of it.
     file.write_all(text.as_bytes())?;
     file.sync_all()
+}
+
+/// `interviewd invite create` is often run as root on a daemon whose state
+/// directory belongs to its own user (systemd's DynamicUser=): the file
+/// must then be that user's, or the daemon cannot read it (mode 0600) and
+/// refuses every token. Only root can give a file away; anyone else
+/// writes as the directory's owner or not at all.
+fn give_to_directory_owner(state_dir: &Path, file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let dir = std::fs::metadata(state_dir)?;
+    let mine = file.metadata()?;
+    if (mine.uid(), mine.gid()) == (dir.uid(), dir.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(dir.uid()), Some(dir.gid()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -328,6 +348,25 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run as root (`interviewd invite create` by an operator), the invites
+    /// file goes to the state directory's owner, the daemon's user, who
+    /// could not read a root-owned 0600 file.
+    #[test]
+    fn invites_written_by_root_belong_to_the_state_directory_owner() {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to give a file away");
+            return;
+        }
+        let dir = tempfile_dir();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        create(&dir, None, None, Duration::from_secs(60), 1).unwrap();
+        let meta = std::fs::metadata(dir.join(FILE)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+        assert_eq!(meta.mode() & 0o777, 0o600);
+    }
 
     #[test]
     fn an_invite_opens_sessions_until_used_expired_or_revoked() {

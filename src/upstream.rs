@@ -62,32 +62,48 @@ impl fmt::Display for Secret {
 /// `LoadCredential=`), else `key_file`, else `$OPENAI_API_KEY`. Errors name
 /// where the key was looked for, never the key.
 pub fn api_key(key_file: Option<&Path>) -> Result<Secret, String> {
-    let from_file = |path: &Path| -> Result<Secret, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the API key from {}: {e}", path.display()))?;
-        let key = text.trim();
+    if SECRETS_UNCHECKED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(Secret::new("<not checked>".into()));
+    }
+    let read = |path: &Path| -> Result<String, String> {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned())
+            .map_err(|e| format!("cannot read the API key from {}: {e}", path.display()))
+    };
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join("openai-api-key");
+        if path.exists() {
+            // An empty credential is no key (the Debian package creates the
+            // file empty so that the unit starts without one): the other
+            // sources are asked.
+            let key = read(&path)?;
+            if !key.is_empty() {
+                return Ok(Secret::new(key));
+            }
+        }
+    }
+    if let Some(path) = key_file {
+        let key = read(path)?;
         if key.is_empty() {
             return Err(format!(
                 "{} is empty; it should hold the API key",
                 path.display()
             ));
         }
-        Ok(Secret::new(key.to_owned()))
-    };
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let path = Path::new(&dir).join("openai-api-key");
-        if path.exists() {
-            return from_file(&path);
-        }
-    }
-    if let Some(path) = key_file {
-        return from_file(path);
+        return Ok(Secret::new(key));
     }
     match std::env::var("OPENAI_API_KEY") {
         Ok(key) if !key.trim().is_empty() => Ok(Secret::new(key.trim().to_owned())),
-        _ => Err("no OpenAI API key: set $OPENAI_API_KEY, openai.api_key_file, or a systemd credential `openai-api-key`".into()),
+        _ => Err("no OpenAI API key: put it in the systemd credential `openai-api-key` (/etc/interviewd/openai-api-key with the Debian package), openai.api_key_file or $OPENAI_API_KEY".into()),
     }
 }
+
+/// Set by `check-config --skip-secrets`: `api_key` then reads nothing and
+/// answers a placeholder, so that the rest of the settings can be checked
+/// where the secrets cannot be read (systemd 252 gives `ExecReload=` no
+/// credentials). The daemon itself never sets it.
+pub static SECRETS_UNCHECKED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Where to connect, from a `ws://`, `wss://`, `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1591,3 +1591,27 @@ fn the_key_comes_from_the_systemd_credential_first() {
     // The upstream accepted the key: the interviewer's greeting arrives.
     c.wait_for("response.done");
 }
+
+/// An empty credential file is no key (the Debian package creates it empty
+/// so that the unit starts without one): the key then comes from
+/// `openai.api_key_file`, and the upstream receives that one.
+#[test]
+fn an_empty_credential_file_falls_through_to_the_key_file() {
+    let mock = Mock::start(&["--pace", "0", "--expect-key", KEY]);
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("openai-api-key"), "").unwrap();
+    let key_file = creds.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let config = relay_config(
+        &mock,
+        &format!("api_key_file = {}", toml_string(key_file.to_str().unwrap())),
+        "",
+    );
+    let daemon = Daemon::start_with(&config, |cmd| {
+        cmd.env_remove("OPENAI_API_KEY")
+            .env("CREDENTIALS_DIRECTORY", creds.path());
+    });
+    let mut c = Client::connect_raw(&daemon.url());
+    c.wait_for("session.created");
+    c.wait_for("response.done");
+}

@@ -406,7 +406,11 @@ impl Config {
             },
             other => other,
         })?;
-        Ok(config.resolve_relative_to(path.parent().unwrap_or(Path::new("."))))
+        // Against the file's directory, made absolute: what `check-config`
+        // prints is then what the daemon uses, wherever either runs from.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+        Ok(config.resolve_relative_to(&base))
     }
 
     /// Parses and validates configuration text.

@@ -1,7 +1,11 @@
 //! systemd integration: service notifications (`sd_notify`) and socket
-//! activation (`LISTEN_FDS`), through the `sd-notify` crate. Without
-//! `NOTIFY_SOCKET` every notification is a no-op, and without `LISTEN_FDS`
-//! the daemon binds `server.listen` itself.
+//! activation (`LISTEN_FDS`). The `sd-notify` crate reads the environment
+//! and formats the messages; the datagram is sent here, non-blocking,
+//! because the crate's send blocks when the receiver's queue is full, and
+//! these are sent from the central loop, which must never block: a
+//! message that does not fit at once is dropped (the next STATUS or
+//! WATCHDOG replaces it). Without `NOTIFY_SOCKET` every notification is a
+//! no-op, and without `LISTEN_FDS` the daemon binds `server.listen` itself.
 //!
 //! What the service manager is told, and when:
 //!
@@ -14,7 +18,9 @@
 //! | `READY=1` | the reload is done (taken or refused) |
 //! | `STOPPING=1` | the shutdown sequence begins |
 
+use std::fmt::Write;
 use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
@@ -27,8 +33,8 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// The notifications this process sends; built once at start.
 #[derive(Debug)]
 pub struct Notifier {
-    /// `NOTIFY_SOCKET` is set: someone listens.
-    enabled: bool,
+    /// Where `NOTIFY_SOCKET` points, when it is set: someone listens.
+    socket: Option<UnixSocketAddr>,
     /// How often to send WATCHDOG=1 (half of `WATCHDOG_USEC`), when the
     /// unit has `WatchdogSec=`.
     pub watchdog_every: Option<Duration>,
@@ -39,9 +45,15 @@ pub struct Notifier {
 impl Notifier {
     /// Reads the environment systemd gave the process.
     pub fn from_env() -> Notifier {
-        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let socket = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
+            let address = socket_address(&path);
+            if let Err(e) = &address {
+                log::warn!("NOTIFY_SOCKET={path:?} is not usable: {e}; systemd will not hear from the daemon");
+            }
+            address.ok()
+        });
         Notifier {
-            enabled,
+            socket,
             watchdog_every: sd_notify::watchdog_enabled()
                 .filter(|d| !d.is_zero())
                 .map(|d| d / 2),
@@ -52,35 +64,47 @@ impl Notifier {
     /// A notifier that sends nothing (tests, `check-config`).
     pub fn disabled() -> Notifier {
         Notifier {
-            enabled: false,
+            socket: None,
             watchdog_every: None,
             last_status: Default::default(),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.socket.is_some()
     }
 
-    fn send(&self, states: &[NotifyState]) {
-        if !self.enabled {
-            return;
+    /// Sends one datagram without blocking; whether it went.
+    fn send(&self, states: &[NotifyState]) -> bool {
+        let Some(address) = &self.socket else {
+            return false;
+        };
+        let mut message = String::new();
+        for state in states {
+            let _ = writeln!(message, "{state}");
         }
-        if let Err(e) = sd_notify::notify(states) {
-            crate::log_limited!(
-                log::Level::Warn,
-                "sd_notify",
-                "cannot notify the service manager ($NOTIFY_SOCKET): {e}"
-            );
+        let sent = UnixDatagram::unbound().and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            socket.send_to_addr(message.as_bytes(), address)
+        });
+        match sent {
+            Ok(_) => true,
+            Err(e) => {
+                crate::log_limited!(
+                    log::Level::Warn,
+                    "sd_notify",
+                    "cannot notify the service manager ($NOTIFY_SOCKET): {e}; message dropped"
+                );
+                false
+            }
         }
     }
 
     pub fn ready(&self, status: &str) {
-        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
-        *self.last_status.borrow_mut() = status.to_owned();
-        if self.enabled {
+        if self.send(&[NotifyState::Ready, NotifyState::Status(status)]) {
             log::debug!("sd_notify: READY=1 ({status})");
         }
+        *self.last_status.borrow_mut() = status.to_owned();
     }
 
     /// STATUS=, unless it is what was sent last.
@@ -112,6 +136,20 @@ impl Notifier {
     pub fn stopping(&self, status: &str) {
         self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
         *self.last_status.borrow_mut() = status.to_owned();
+    }
+}
+
+/// `NOTIFY_SOCKET`: a path, or `@name` for the abstract namespace.
+fn socket_address(value: &std::ffi::OsStr) -> std::io::Result<UnixSocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    match value.as_bytes() {
+        [b'@', name @ ..] => UnixSocketAddr::from_abstract_name(name),
+        [b'/', ..] => UnixSocketAddr::from_pathname(value),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "neither an absolute path nor @abstract",
+        )),
     }
 }
 
@@ -152,6 +190,8 @@ pub fn activated_listener() -> Result<Option<std::net::TcpListener>, String> {
     let fds: Vec<RawFd> = unsafe { sd_notify::listen_fds_and_unset_env() }
         .map_err(|e| format!("socket activation: {e}"))?
         .collect();
+    // SAFETY: as above; the names go with the descriptors.
+    unsafe { std::env::remove_var("LISTEN_FDNAMES") };
     let Some(&fd) = fds.first() else {
         return Ok(None);
     };

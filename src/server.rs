@@ -716,6 +716,11 @@ fn reload(daemon: &mut Daemon) {
     if tls.is_some() {
         log::info!("SIGHUP: TLS certificate re-read; new connections get it");
     }
+    let token_changed = match (&daemon.metrics_token, &metrics_token) {
+        (None, None) => false,
+        (Some(old), Some(new)) => !old.matches(new.expose()),
+        _ => true,
+    };
     daemon.tls = tls;
     daemon.metrics_token = metrics_token;
     daemon.relay = relay;
@@ -723,6 +728,9 @@ fn reload(daemon: &mut Daemon) {
     let mut changed = changed_keys(&daemon.config, &config);
     if script != *daemon.script {
         changed.push("interview script contents".into());
+    }
+    if token_changed {
+        changed.push("metrics token".into());
     }
     log::set_max_level(config.server.log_level.filter());
     if let Some(nofile) = crate::rlimit::nofile() {

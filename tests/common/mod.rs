@@ -101,6 +101,14 @@ impl Daemon {
             .args(["--log-level", "debug", "--state-dir"])
             .arg(state.path().join("state"))
             .env_remove("JOURNAL_STREAM")
+            // A test run under systemd must not hand the daemons its
+            // service manager's channels.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -119,9 +127,14 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ =
-                        addr_tx.send(addr.trim().parse::<SocketAddr>().expect("address in log"));
+                // Other lines mention the address too (the debug line of
+                // READY=1 under NOTIFY_SOCKET): only the one that is just it.
+                if let Some(Ok(addr)) = line
+                    .split("listening on ")
+                    .nth(1)
+                    .map(|a| a.trim().parse::<SocketAddr>())
+                {
+                    let _ = addr_tx.send(addr);
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);

@@ -54,6 +54,26 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A family of one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A counter family with one label, a sample per value.
+fn labelled<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl Iterator<Item = (&'a str, u64)>,
+) {
+    family(out, name, "counter", help);
+    for (value, n) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 fn histogram<const N: usize>(out: &mut String, name: &str, help: &str, h: &m::Histogram<N>) {
     family(out, name, "histogram", help);
     let (buckets, sum, count) = h.snapshot();
@@ -91,70 +111,57 @@ pub fn render(s: &Snapshot, status: &Status) -> String {
             );
         }
     }
-    family(
+    single(
         o,
         "interviewd_handshakes",
         "gauge",
         "Connections still in their HTTP handshake (page and probe requests included).",
+        s.handshakes,
     );
-    let _ = writeln!(o, "interviewd_handshakes {}", s.handshakes);
-    family(
+    single(
         o,
         "interviewd_session_slots",
         "gauge",
         "Session slots taken (limits.max_sessions counts these).",
+        s.admitted,
     );
-    let _ = writeln!(o, "interviewd_session_slots {}", s.admitted);
-    family(
+    single(
         o,
         "interviewd_session_slots_max",
         "gauge",
         "limits.max_sessions.",
+        s.max_sessions,
     );
-    let _ = writeln!(o, "interviewd_session_slots_max {}", s.max_sessions);
 
-    family(
+    labelled(
         o,
         "interviewd_sessions_started_total",
-        "counter",
         "Interviews started, by engine (a resumed session is not counted again).",
+        "engine",
+        m::ENGINES
+            .iter()
+            .zip(&METRICS.sessions_started)
+            .map(|(e, c)| (*e, c.get())),
     );
-    for (i, engine) in m::ENGINES.iter().enumerate() {
-        let n = METRICS.sessions_started[i].get();
-        let _ = writeln!(
-            o,
-            "interviewd_sessions_started_total{{engine=\"{engine}\"}} {n}"
-        );
-    }
-    family(
+    labelled(
         o,
         "interviewd_sessions_ended_total",
-        "counter",
         "Sessions whose transcript was closed, by end reason.",
+        "reason",
+        m::END_REASONS
+            .iter()
+            .zip(&METRICS.sessions_ended)
+            .map(|(r, c)| (r.as_str(), c.get())),
     );
-    for (i, reason) in m::END_REASONS.iter().enumerate() {
-        let n = METRICS.sessions_ended[i].get();
-        let _ = writeln!(
-            o,
-            "interviewd_sessions_ended_total{{reason=\"{}\"}} {n}",
-            reason.as_str()
-        );
-    }
-
-    family(
+    labelled(
         o,
         "interviewd_assessments_total",
-        "counter",
         "Assessments finished, by outcome.",
+        "outcome",
+        m::Outcome::ALL
+            .iter()
+            .map(|x| (x.as_str(), METRICS.assessments[*x as usize].get())),
     );
-    for outcome in m::Outcome::ALL {
-        let n = METRICS.assessments[outcome as usize].get();
-        let _ = writeln!(
-            o,
-            "interviewd_assessments_total{{outcome=\"{}\"}} {n}",
-            outcome.as_str()
-        );
-    }
     histogram(
         o,
         "interviewd_assessment_duration_seconds",
@@ -167,84 +174,58 @@ pub fn render(s: &Snapshot, status: &Status) -> String {
         "fdatasync latency of transcript writes.",
         &METRICS.journal_sync_seconds,
     );
-
-    family(
+    labelled(
         o,
         "interviewd_relayed_messages_total",
-        "counter",
         "Messages relayed between clients and the upstream interviewer, by direction.",
+        "direction",
+        m::Direction::ALL
+            .iter()
+            .map(|d| (d.as_str(), METRICS.relayed_messages[*d as usize].get())),
     );
-    for d in m::Direction::ALL {
-        let n = METRICS.relayed_messages[d as usize].get();
-        let _ = writeln!(
-            o,
-            "interviewd_relayed_messages_total{{direction=\"{}\"}} {n}",
-            d.as_str()
-        );
-    }
-    family(
+    labelled(
         o,
         "interviewd_relayed_bytes_total",
-        "counter",
         "Bytes of relayed messages, by direction.",
+        "direction",
+        m::Direction::ALL
+            .iter()
+            .map(|d| (d.as_str(), METRICS.relayed_bytes[*d as usize].get())),
     );
-    for d in m::Direction::ALL {
-        let n = METRICS.relayed_bytes[d as usize].get();
-        let _ = writeln!(
-            o,
-            "interviewd_relayed_bytes_total{{direction=\"{}\"}} {n}",
-            d.as_str()
-        );
-    }
-    family(
+    single(
         o,
         "interviewd_upstream_reconnects_total",
         "counter",
         "Upstream connections lost mid-interview and made again.",
+        METRICS.upstream_reconnects.get(),
     );
-    let _ = writeln!(
-        o,
-        "interviewd_upstream_reconnects_total {}",
-        METRICS.upstream_reconnects.get()
-    );
-    family(
+    single(
         o,
         "interviewd_upstream_failures_total",
         "counter",
         "Interviews the upstream could not carry to the end (upstream_unavailable).",
+        METRICS.upstream_failures.get(),
     );
-    let _ = writeln!(
-        o,
-        "interviewd_upstream_failures_total {}",
-        METRICS.upstream_failures.get()
-    );
-
-    family(
+    labelled(
         o,
         "interviewd_invite_refusals_total",
-        "counter",
         "Invite tokens refused, by reason.",
+        "reason",
+        m::INVITE_REFUSALS
+            .iter()
+            .zip(&METRICS.invite_refusals)
+            .map(|(r, c)| (*r, c.get())),
     );
-    for (i, reason) in m::INVITE_REFUSALS.iter().enumerate() {
-        let n = METRICS.invite_refusals[i].get();
-        let _ = writeln!(
-            o,
-            "interviewd_invite_refusals_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    family(
+    labelled(
         o,
         "interviewd_connections_refused_total",
-        "counter",
         "Connections and sessions refused at an admission limit, by limit.",
+        "limit",
+        m::CONNECTION_REFUSALS
+            .iter()
+            .zip(&METRICS.connections_refused)
+            .map(|(l, c)| (*l, c.get())),
     );
-    for (i, limit) in m::CONNECTION_REFUSALS.iter().enumerate() {
-        let n = METRICS.connections_refused[i].get();
-        let _ = writeln!(
-            o,
-            "interviewd_connections_refused_total{{limit=\"{limit}\"}} {n}"
-        );
-    }
 
     if let Some(last) = &status.last_shutdown {
         family(

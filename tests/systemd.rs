@@ -288,29 +288,24 @@ impl Drop for Harness {
 
 /// The package as `cargo deb` builds it from this test's binary, in `dir`.
 ///
-/// cargo-deb takes the asset `target/release/interviewd` from the
-/// profile's directory: with `--profile dev`, `TARGET/debug/interviewd`.
-/// TARGET is a private directory holding a link to this test's binary, so
-/// a build running meanwhile in the checkout cannot swap it; the ELF build
-/// id (kept by stripping) proves which binary was packaged.
+/// `cargo deb --no-build` packages the asset `target/release/interviewd`
+/// from the target directory. Here that is a private one, TARGET, whose
+/// `release/interviewd` is a link to this test's binary (the debug build):
+/// no release build is needed, a build running meanwhile in the checkout
+/// cannot swap the binary, and cargo-deb's deprecated `--profile dev` is
+/// not needed either. The ELF build id, which stripping keeps, proves
+/// which binary was packaged.
 fn build_deb(dir: &Path) -> PathBuf {
     let binary = Path::new(env!("CARGO_BIN_EXE_interviewd"));
     let target = dir.join("target");
-    std::fs::create_dir_all(target.join("debug")).unwrap();
-    let packaged = target.join("debug/interviewd");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    let packaged = target.join("release/interviewd");
     if std::fs::hard_link(binary, &packaged).is_err() {
         std::fs::copy(binary, &packaged).unwrap();
     }
     let (status, out, err) = run_with_deadline(
         Command::new(cargo())
-            .args([
-                "deb",
-                "--no-build",
-                "--profile",
-                "dev",
-                "--fast",
-                "--output",
-            ])
+            .args(["deb", "--no-build", "--fast", "--output"])
             .arg(dir)
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(repo()),
@@ -545,7 +540,7 @@ fn the_package_starts_when_ready_and_purges_without_a_trace() {
     eprintln!("{test}: apt install took {} ms", took.as_millis());
     let s = m.h.show(
         "interviewd.service",
-        "ActiveState,SubState,UnitFileState,StatusText",
+        "ActiveState,SubState,UnitFileState,Type,NotifyAccess",
     );
     assert_eq!(
         (
@@ -554,6 +549,12 @@ fn the_package_starts_when_ready_and_purges_without_a_trace() {
             &s["UnitFileState"][..]
         ),
         ("active", "running", "enabled"),
+        "{s:?}"
+    );
+    // What makes `systemctl start` wait for READY=1.
+    assert_eq!(
+        (&s["Type"][..], &s["NotifyAccess"][..]),
+        ("notify", "main"),
         "{s:?}"
     );
     let socket = m.h.show("interviewd.socket", "ActiveState,UnitFileState");
@@ -1114,6 +1115,8 @@ fn reload_applies_good_config_refuses_broken_and_the_watchdog_restarts_a_stuck_l
 /// One connection of the stream: when it started and how it went.
 struct Probe {
     at: Instant,
+    /// From connect to the end of the answer.
+    took: Duration,
     outcome: Result<u16, String>,
 }
 
@@ -1142,7 +1145,11 @@ fn systemctl_restart_refuses_no_connection() {
             while !stop.load(Ordering::Relaxed) {
                 let at = Instant::now();
                 let outcome = http_get(addr, "/healthz").map(|(status, _)| status);
-                probes.push(Probe { at, outcome });
+                probes.push(Probe {
+                    at,
+                    took: at.elapsed(),
+                    outcome,
+                });
                 made.fetch_add(1, Ordering::Relaxed);
             }
             probes
@@ -1175,7 +1182,7 @@ fn systemctl_restart_refuses_no_connection() {
     let all: Vec<&Probe> = probes.iter().collect();
     eprintln!(
         "{test}: systemctl restart took {} ms; {} connections during it: {} got 200, {} got 503, {} refused \
-         (in all {}: {} 200, {} 503, {} refused); main pid {old} -> {new}",
+         (in all {}: {} 200, {} 503, {} refused); the longest took {} ms; main pid {old} -> {new}",
         (t1 - t0).as_millis(),
         during.len(),
         count(&during, 200),
@@ -1184,7 +1191,8 @@ fn systemctl_restart_refuses_no_connection() {
         all.len(),
         count(&all, 200),
         count(&all, 503),
-        refused.len()
+        refused.len(),
+        probes.iter().map(|p| p.took).max().unwrap_or_default().as_millis()
     );
     assert!(
         refused.is_empty(),

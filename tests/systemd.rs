@@ -1223,7 +1223,8 @@ const KEY: &str = "sk-systemd-credential-SECRET-9876543210";
 /// and all, with the API key given only as the `openai-api-key`
 /// credential: the upstream receives that key (the mock refuses any
 /// other), the key is nowhere in the journal, the transcript or the
-/// report, and the transcript lands in /var/lib/interviewd/sessions.
+/// report, the transcript lands in /var/lib/interviewd/sessions, and
+/// `systemctl reload` still works.
 #[test]
 fn a_relayed_interview_completes_with_the_key_from_load_credential() {
     let test = "a_relayed_interview_completes_with_the_key_from_load_credential";
@@ -1296,6 +1297,15 @@ fn a_relayed_interview_completes_with_the_key_from_load_credential() {
         mock.diagnostics()
     );
     mock.assert_no_mock_bugs();
+
+    // `systemctl reload` works with the key in the credential alone:
+    // ExecReload= (which systemd 252 gives no credentials) does not ask for
+    // it, and the daemon reads it again on SIGHUP.
+    let lines = m.h.journal().lines().count();
+    let pid = m.h.main_pid();
+    m.h.ctl(&["reload", "interviewd"]);
+    m.h.wait_for_journal("SIGHUP: configuration reloaded", lines);
+    assert_eq!(m.h.main_pid(), pid, "the reload restarted the daemon");
 
     let transcript = wait_until(
         "the transcript's end line",

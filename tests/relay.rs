@@ -12,7 +12,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -1280,44 +1279,14 @@ impl Drop for RssSampler {
 /// A client whose socket has a small receive buffer (4 KiB), so that what
 /// it does not read backs up into the daemon at once.
 fn connect_with_small_buffer(url: &str) -> Client {
-    use std::os::fd::FromRawFd;
-    let addr: std::net::SocketAddrV4 = url
+    let addr: std::net::SocketAddr = url
         .trim_start_matches("ws://")
         .split('/')
         .next()
         .unwrap()
         .parse()
         .unwrap();
-    // SAFETY: plain socket calls on a descriptor this function owns until
-    // it is handed to TcpStream.
-    let stream = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket");
-        let size: libc::c_int = 4096;
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "SO_RCVBUF");
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: addr.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*addr.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect");
-        TcpStream::from_raw_fd(fd)
-    };
+    let stream = connect_with_buffers(addr, Some(4096), None);
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.set_write_timeout(Some(WAIT)).unwrap();
     let (ws, _) = tungstenite::client(url, stream).expect("websocket handshake");

@@ -13,7 +13,6 @@ use common::*;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -870,50 +869,10 @@ fn never_reading_client(daemon: &Daemon) -> (WebSocket<TcpStream>, String) {
 }
 
 /// A TCP connection whose receive and send buffers are set to `bytes` before
-/// connecting, so that a client that does not read fills up quickly.
+/// connecting, so that a client that does not read fills up quickly, and
+/// our own writes back up soon after the server stops reading.
 fn connect_with_small_buffers(addr: SocketAddr, bytes: libc::c_int) -> TcpStream {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("the daemon listens on IPv4 in tests");
-    };
-    // SAFETY: plain socket calls on a descriptor we own; every pointer
-    // passed points to a live local of the stated size.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let set = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
-        // A small send buffer too, so that our own writes back up soon after
-        // the server stops reading.
-        let set = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(set, 0, "SO_SNDBUF: {}", std::io::Error::last_os_error());
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let connected = libc::connect(
-            fd,
-            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream
-    }
+    let stream = connect_with_buffers(addr, Some(bytes), Some(bytes));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
 }

@@ -772,3 +772,52 @@ impl Drop for Peer {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP connection whose receive and/or send buffers are set before
+/// connecting (so that the window it advertises stays small): what a
+/// client that does not read, or writes into a full socket, looks like.
+/// The kernel rounds the sizes up to its minimum.
+pub fn connect_with_buffers(
+    addr: SocketAddr,
+    receive: Option<libc::c_int>,
+    send: Option<libc::c_int>,
+) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("the daemon listens on IPv4 in tests");
+    };
+    // SAFETY: plain socket calls on a descriptor owned by the TcpStream
+    // from its creation; every pointer passed points to a live local of
+    // the stated size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        for (option, bytes) in [(libc::SO_RCVBUF, receive), (libc::SO_SNDBUF, send)] {
+            let Some(bytes) = bytes else { continue };
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            assert_eq!(set, 0, "setsockopt: {}", std::io::Error::last_os_error());
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}

@@ -140,7 +140,6 @@ pub enum Examined {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
     pub path: String,
-    pub query: Option<String>,
     pub head: bool,
     pub if_none_match: Option<String>,
     /// The bearer token of `Authorization: Bearer TOKEN`, if any.
@@ -210,7 +209,6 @@ pub fn examine(buf: &[u8]) -> Examined {
         if matches!(request.method, Some("GET" | "HEAD")) && !upgrading {
             return Examined::Page(PageRequest {
                 path: path.to_owned(),
-                query,
                 head: request.method == Some("HEAD"),
                 if_none_match: header("if-none-match").map(str::to_owned),
                 bearer: bearer.map(str::to_owned),
@@ -390,7 +388,7 @@ async fn read_head(stream: &mut Transport) -> Result<(Examined, Vec<u8>), Handsh
 }
 
 /// The reason phrase and extra headers of a status we answer with.
-pub fn status_line(status: u16) -> (&'static str, String) {
+fn status_line(status: u16) -> (&'static str, String) {
     match status {
         200 => ("OK", String::new()),
         400 => ("Bad Request", String::new()),
@@ -416,20 +414,22 @@ pub fn status_line(status: u16) -> (&'static str, String) {
     }
 }
 
-/// A whole HTTP response that closes the connection.
+/// A whole plain-text HTTP response that closes the connection.
 pub fn response(status: u16, body: &str) -> String {
+    typed_response(status, "text/plain; charset=utf-8", body)
+}
+
+/// The same with another content type. Never cached: these are refusals
+/// and probe answers, true only at the moment they are given.
+pub fn typed_response(status: u16, content_type: &str, body: &str) -> String {
     let (reason, extra) = status_line(status);
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
     )
 }
 
-pub async fn write_response(
-    stream: &mut Transport,
-    status: u16,
-    body: &str,
-) -> std::io::Result<()> {
+async fn write_response(stream: &mut Transport, status: u16, body: &str) -> std::io::Result<()> {
     stream.write_all(response(status, body).as_bytes()).await?;
     stream.flush().await
 }

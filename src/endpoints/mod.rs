@@ -114,14 +114,9 @@ pub async fn serve(mut stream: Transport, request: PageRequest, env: &Env, peer:
     .await;
 }
 
-/// A whole plain-text answer that closes the connection.
+/// A whole text answer that closes the connection.
 pub fn text(status: u16, content_type: &str, body: &str) -> Vec<u8> {
-    let (reason, extra) = crate::handshake::status_line(status);
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{extra}\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    crate::handshake::typed_response(status, content_type, body).into_bytes()
 }
 
 /// The answer to a HEAD request: the same head, no body.

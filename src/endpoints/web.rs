@@ -91,7 +91,7 @@ pub fn find(path: &str) -> Option<(&'static Asset, &'static str)> {
 /// such file or the page is not served (`web.enabled = false`).
 pub fn answer(request: &crate::handshake::PageRequest, enabled: bool) -> Vec<u8> {
     match find(&request.path).filter(|_| enabled) {
-        Some((asset, etag)) => response(asset, etag, request.if_none_match.as_deref(), false),
+        Some((asset, etag)) => response(asset, etag, request.if_none_match.as_deref()),
         None => super::text(
             404,
             "text/plain; charset=utf-8",
@@ -103,9 +103,10 @@ pub fn answer(request: &crate::handshake::PageRequest, enabled: bool) -> Vec<u8>
     }
 }
 
-/// The whole HTTP answer for a page request: 200 with the file (no body
-/// for HEAD), or 304 when the browser's copy is current.
-pub fn response(asset: &Asset, etag: &str, if_none_match: Option<&str>, head: bool) -> Vec<u8> {
+/// The whole HTTP answer for a page request: 200 with the file, or 304 when
+/// the browser's copy is current. (`endpoints::serve` cuts the body for
+/// HEAD.)
+pub fn response(asset: &Asset, etag: &str, if_none_match: Option<&str>) -> Vec<u8> {
     let fresh = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
     let (status, body): (&str, &[u8]) = if fresh {
         ("304 Not Modified", b"")
@@ -118,9 +119,7 @@ pub fn response(asset: &Asset, etag: &str, if_none_match: Option<&str>, head: bo
         body.len()
     )
     .into_bytes();
-    if !head {
-        out.extend_from_slice(body);
-    }
+    out.extend_from_slice(body);
     out
 }
 
@@ -133,10 +132,10 @@ mod tests {
         let (index, tag) = find("/").unwrap();
         assert_eq!(find("/index.html").unwrap().1, tag);
         assert!(find("/nope").is_none());
-        let full = String::from_utf8_lossy(&response(index, tag, None, false)).to_string();
+        let full = String::from_utf8_lossy(&response(index, tag, None)).to_string();
         assert!(full.starts_with("HTTP/1.1 200 OK"));
         assert!(full.contains("Content-Security-Policy: default-src 'none'; script-src 'self'"));
-        let cached = String::from_utf8_lossy(&response(index, tag, Some(tag), false)).to_string();
+        let cached = String::from_utf8_lossy(&response(index, tag, Some(tag))).to_string();
         assert!(cached.starts_with("HTTP/1.1 304"));
         assert!(cached.ends_with("\r\n\r\n"));
     }

@@ -401,7 +401,7 @@ fn serve(
         // (access rules) against it, and a reload keeps it.
         overrides.listen = Some(listener.local_addr().map_err(|e| e.to_string())?);
     }
-    let notifier = Rc::new(interviewd::notify::Notifier::from_env());
+    let notifier = interviewd::notify::Notifier::from_env();
     let config = match &config_path {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
@@ -519,7 +519,6 @@ fn serve(
         metrics_token,
         addr,
         state_dir: state_dir.clone(),
-        debug_stall,
     };
     log::info!(
         "interviewd {} state in {}, transcripts in {}",

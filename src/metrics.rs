@@ -205,7 +205,12 @@ pub fn session_ended(reason: EndReason) {
     }
 }
 
-pub fn assessed(outcome: Outcome, took: Duration) {
+/// An assessment's result, and how long it took.
+pub fn assessed<T, E>(result: &Result<T, E>, took: Duration) {
+    let outcome = match result {
+        Ok(_) => Outcome::Completed,
+        Err(_) => Outcome::Failed,
+    };
     METRICS.assessments[outcome as usize].inc();
     METRICS.assessment_seconds.observe(took);
 }

@@ -30,16 +30,19 @@ use sd_notify::NotifyState;
 /// `systemctl status`.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The notifications this process sends; built once at start.
+/// The notifications this process sends, and when the next ones are due;
+/// built once at start, owned by the central loop.
 #[derive(Debug)]
 pub struct Notifier {
     /// Where `NOTIFY_SOCKET` points, when it is set: someone listens.
     socket: Option<UnixSocketAddr>,
     /// How often to send WATCHDOG=1 (half of `WATCHDOG_USEC`), when the
     /// unit has `WatchdogSec=`.
-    pub watchdog_every: Option<Duration>,
+    watchdog_every: Option<Duration>,
+    next_watchdog: Option<Instant>,
+    next_status: Option<Instant>,
     /// The last STATUS= text sent, so that an unchanged one is not resent.
-    last_status: std::cell::RefCell<String>,
+    last_status: String,
 }
 
 impl Notifier {
@@ -52,26 +55,44 @@ impl Notifier {
             }
             address.ok()
         });
+        let watchdog_every = sd_notify::watchdog_enabled()
+            .filter(|d| !d.is_zero())
+            .map(|d| d / 2);
+        let now = Instant::now();
         Notifier {
+            next_watchdog: watchdog_every.map(|_| now),
+            next_status: socket.as_ref().map(|_| now + STATUS_INTERVAL),
             socket,
-            watchdog_every: sd_notify::watchdog_enabled()
-                .filter(|d| !d.is_zero())
-                .map(|d| d / 2),
-            last_status: Default::default(),
+            watchdog_every,
+            last_status: String::new(),
         }
     }
 
-    /// A notifier that sends nothing (tests, `check-config`).
-    pub fn disabled() -> Notifier {
-        Notifier {
-            socket: None,
-            watchdog_every: None,
-            last_status: Default::default(),
+    /// When the loop next owes the service manager something (a watchdog
+    /// ping, a status update), if ever.
+    pub fn next_due(&self) -> Option<Instant> {
+        match (self.next_watchdog, self.next_status) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.socket.is_some()
+    /// Sends what is due at `now`: WATCHDOG=1, and `status()` if it changed.
+    pub fn on_due(&mut self, now: Instant, status: impl FnOnce() -> String) {
+        if let (Some(due), Some(every)) = (self.next_watchdog, self.watchdog_every) {
+            if due <= now {
+                self.send(&[NotifyState::Watchdog]);
+                self.next_watchdog = Some(now + every);
+            }
+        }
+        if self.next_status.is_some_and(|due| due <= now) {
+            let status = status();
+            if status != self.last_status {
+                self.send(&[NotifyState::Status(&status)]);
+                self.last_status = status;
+            }
+            self.next_status = Some(now + STATUS_INTERVAL);
+        }
     }
 
     /// Sends one datagram without blocking; whether it went.
@@ -100,24 +121,11 @@ impl Notifier {
         }
     }
 
-    pub fn ready(&self, status: &str) {
+    pub fn ready(&mut self, status: &str) {
         if self.send(&[NotifyState::Ready, NotifyState::Status(status)]) {
             log::debug!("sd_notify: READY=1 ({status})");
         }
-        *self.last_status.borrow_mut() = status.to_owned();
-    }
-
-    /// STATUS=, unless it is what was sent last.
-    pub fn status(&self, status: &str) {
-        if *self.last_status.borrow() == status {
-            return;
-        }
-        self.send(&[NotifyState::Status(status)]);
-        *self.last_status.borrow_mut() = status.to_owned();
-    }
-
-    pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        self.last_status = status.to_owned();
     }
 
     /// RELOADING=1 with the time it began, as systemd 253 and later require.
@@ -133,9 +141,9 @@ impl Notifier {
         ]);
     }
 
-    pub fn stopping(&self, status: &str) {
+    pub fn stopping(&mut self, status: &str) {
         self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
-        *self.last_status.borrow_mut() = status.to_owned();
+        self.last_status = status.to_owned();
     }
 }
 
@@ -150,31 +158,6 @@ fn socket_address(value: &std::ffi::OsStr) -> std::io::Result<UnixSocketAddr> {
             std::io::ErrorKind::InvalidInput,
             "neither an absolute path nor @abstract",
         )),
-    }
-}
-
-/// The next time the loop owes the service manager something: a watchdog
-/// ping or a status update.
-#[derive(Debug)]
-pub struct Schedule {
-    pub next_watchdog: Option<Instant>,
-    pub next_status: Option<Instant>,
-}
-
-impl Schedule {
-    pub fn new(notifier: &Notifier, now: Instant) -> Schedule {
-        Schedule {
-            next_watchdog: notifier.watchdog_every.map(|_| now),
-            next_status: notifier.enabled().then_some(now + STATUS_INTERVAL),
-        }
-    }
-
-    /// The earliest of the two, if either is due at all.
-    pub fn next(&self) -> Option<Instant> {
-        match (self.next_watchdog, self.next_status) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
     }
 }
 

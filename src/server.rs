@@ -23,7 +23,7 @@ use crate::ids;
 use crate::interviewer::openai::Settings as RelaySettings;
 use crate::journal::{EndReason, Journal};
 use crate::log_limited;
-use crate::notify::{Notifier, Schedule, STATUS_INTERVAL};
+use crate::notify::Notifier;
 use crate::ratelog;
 use crate::script::Script;
 use crate::session::{self, Control, Env, Event, Phase, Shared};
@@ -95,7 +95,7 @@ pub struct Daemon {
     /// SIGHUP, so that new connections get a renewed certificate.
     pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     /// Tells systemd what the daemon is doing (a no-op outside systemd).
-    pub notifier: Rc<Notifier>,
+    pub notifier: Notifier,
     /// What the HTTP endpoints report; `draining` is set at shutdown.
     pub status: Rc<crate::endpoints::Status>,
     /// The token that opens `/metrics` from anywhere; re-read on SIGHUP.
@@ -104,37 +104,17 @@ pub struct Daemon {
     pub addr: SocketAddr,
     /// The state directory (`last-shutdown.json` is written there).
     pub state_dir: PathBuf,
-    /// `--debug-stall-signal`: SIGUSR2 blocks the loop (watchdog tests).
-    pub debug_stall: bool,
 }
 
 /// The bearer token for `/metrics`: the systemd credential `metrics-token`,
 /// else `metrics.token_file`, else none. The error never contains it.
 pub fn metrics_token(config: &Config) -> Result<Option<Rc<Secret>>, String> {
-    if crate::upstream::SECRETS_UNCHECKED.load(std::sync::atomic::Ordering::Relaxed) {
-        return Ok(None);
-    }
-    let read = |path: &std::path::Path| -> Result<Option<Rc<Secret>>, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the metrics token from {}: {e}", path.display()))?;
-        match text.trim() {
-            "" => Err(format!(
-                "{} is empty; it should hold the metrics token",
-                path.display()
-            )),
-            token => Ok(Some(Rc::new(Secret::new(token.to_owned())))),
-        }
-    };
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let path = std::path::Path::new(&dir).join("metrics-token");
-        if path.exists() {
-            return read(&path);
-        }
-    }
-    match &config.metrics.token_file {
-        Some(path) => read(path),
-        None => Ok(None),
-    }
+    crate::upstream::secret(
+        "metrics-token",
+        config.metrics.token_file.as_deref(),
+        "metrics token",
+    )
+    .map(|token| token.map(Rc::new))
 }
 
 /// The listener's TLS configuration, when the configuration has one.
@@ -209,6 +189,9 @@ pub async fn run(
     mut daemon: Daemon,
 ) -> i32 {
     let mut table = Table::new();
+    // Unbounded, yet bounded by construction: a session sends one Ended,
+    // and an endpoint request one Snapshot that it waits on, while holding
+    // a handshake slot (limits.max_handshakes).
     let (events_tx, events) = async_channel::unbounded();
     let done_workers = daemon.workers.borrow().done_events();
     let mut next_key = 0u64;
@@ -216,7 +199,6 @@ pub async fn run(
     let mut accept_backoff = accept::Backoff::default();
     let mut signals_alive = true;
     let mut turns = 0u32;
-    let mut schedule = Schedule::new(&daemon.notifier, Instant::now());
     // Owned here: dropped (cancelled) when the loop ends; their worker
     // threads are joined by the shutdown sequence like every assessment's.
     let _reassessing = reassess_pending(ex, &daemon);
@@ -239,6 +221,7 @@ pub async fn run(
             turns = 0;
             smol::future::yield_now().await;
         }
+        let notify_at = daemon.notifier.next_due();
         let wake = async {
             if !signals_alive {
                 return std::future::pending().await;
@@ -277,7 +260,7 @@ pub async fn run(
             Wake::FlushLog
         })
         .or(async {
-            match schedule.next() {
+            match notify_at {
                 Some(at) => Timer::at(at).await,
                 None => std::future::pending::<Instant>().await,
             };
@@ -292,15 +275,14 @@ pub async fn run(
                 daemon.notifier.ready(&status_line(&table, daemon.addr));
             }
             Wake::Signal(Some(Signal::Stall)) => {
-                if daemon.debug_stall {
-                    log::warn!(
-                        "SIGUSR2 (--debug-stall-signal): blocking the central loop until killed"
-                    );
-                    // Deliberately blocks the executor thread: this is the
-                    // stuck loop the watchdog must catch.
-                    loop {
-                        std::thread::sleep(std::time::Duration::from_secs(3600));
-                    }
+                // Only sent with --debug-stall-signal. Deliberately blocks
+                // the executor thread: this is the stuck loop the watchdog
+                // must catch.
+                log::warn!(
+                    "SIGUSR2 (--debug-stall-signal): blocking the central loop until killed"
+                );
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
                 }
             }
             Wake::Signal(None) => {
@@ -348,21 +330,9 @@ pub async fn run(
                 next_sweep = Instant::now() + daemon.config.sessions.sweep_interval.0;
             }
             Wake::FlushLog => ratelog::flush(),
-            Wake::Notify => {
-                let now = Instant::now();
-                if let (Some(due), Some(every)) =
-                    (schedule.next_watchdog, daemon.notifier.watchdog_every)
-                {
-                    if due <= now {
-                        daemon.notifier.watchdog();
-                        schedule.next_watchdog = Some(now + every);
-                    }
-                }
-                if schedule.next_status.is_some_and(|due| due <= now) {
-                    daemon.notifier.status(&status_line(&table, daemon.addr));
-                    schedule.next_status = Some(now + STATUS_INTERVAL);
-                }
-            }
+            Wake::Notify => daemon
+                .notifier
+                .on_due(Instant::now(), || status_line(&table, daemon.addr)),
         }
     };
     daemon.status.draining.set(true);
@@ -445,13 +415,7 @@ fn reassess_pending(ex: &LocalExecutor<'_>, daemon: &Daemon) -> Vec<Task<()>> {
                 }),
             };
             let ms = t.elapsed().as_millis() as u64;
-            crate::metrics::assessed(
-                match outcome {
-                    Ok(_) => crate::metrics::Outcome::Completed,
-                    Err(_) => crate::metrics::Outcome::Failed,
-                },
-                t.elapsed(),
-            );
+            crate::metrics::assessed(&outcome, t.elapsed());
             let at = crate::journal::now_rfc3339();
             match outcome {
                 Ok(_) => {

@@ -58,39 +58,47 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The OpenAI API key: `$CREDENTIALS_DIRECTORY/openai-api-key` (systemd's
-/// `LoadCredential=`), else `key_file`, else `$OPENAI_API_KEY`. Errors name
-/// where the key was looked for, never the key.
-pub fn api_key(key_file: Option<&Path>) -> Result<Secret, String> {
+/// A secret from, in order: the systemd credential `credential`
+/// (`$CREDENTIALS_DIRECTORY/NAME`, from `LoadCredential=`), then `file`.
+/// Whitespace is trimmed. An empty credential counts as none (the Debian
+/// package creates the API key's file empty so that the unit starts
+/// without one); an empty `file` is an error, since it was named on
+/// purpose. `what` names the secret in errors, which never contain it.
+pub fn secret(credential: &str, file: Option<&Path>, what: &str) -> Result<Option<Secret>, String> {
     if SECRETS_UNCHECKED.load(std::sync::atomic::Ordering::Relaxed) {
-        return Ok(Secret::new("<not checked>".into()));
+        return Ok(Some(Secret::new("<not checked>".into())));
     }
     let read = |path: &Path| -> Result<String, String> {
         std::fs::read_to_string(path)
             .map(|text| text.trim().to_owned())
-            .map_err(|e| format!("cannot read the API key from {}: {e}", path.display()))
+            .map_err(|e| format!("cannot read the {what} from {}: {e}", path.display()))
     };
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let path = Path::new(&dir).join("openai-api-key");
+        let path = Path::new(&dir).join(credential);
         if path.exists() {
-            // An empty credential is no key (the Debian package creates the
-            // file empty so that the unit starts without one): the other
-            // sources are asked.
-            let key = read(&path)?;
-            if !key.is_empty() {
-                return Ok(Secret::new(key));
+            let value = read(&path)?;
+            if !value.is_empty() {
+                return Ok(Some(Secret::new(value)));
             }
         }
     }
-    if let Some(path) = key_file {
-        let key = read(path)?;
-        if key.is_empty() {
-            return Err(format!(
-                "{} is empty; it should hold the API key",
+    match file {
+        Some(path) => match read(path)? {
+            value if value.is_empty() => Err(format!(
+                "{} is empty; it should hold the {what}",
                 path.display()
-            ));
-        }
-        return Ok(Secret::new(key));
+            )),
+            value => Ok(Some(Secret::new(value))),
+        },
+        None => Ok(None),
+    }
+}
+
+/// The OpenAI API key: the credential `openai-api-key`, else `key_file`
+/// (see [`secret`]), else `$OPENAI_API_KEY`.
+pub fn api_key(key_file: Option<&Path>) -> Result<Secret, String> {
+    if let Some(key) = secret("openai-api-key", key_file, "API key")? {
+        return Ok(key);
     }
     match std::env::var("OPENAI_API_KEY") {
         Ok(key) if !key.trim().is_empty() => Ok(Secret::new(key.trim().to_owned())),
@@ -98,7 +106,7 @@ pub fn api_key(key_file: Option<&Path>) -> Result<Secret, String> {
     }
 }
 
-/// Set by `check-config --skip-secrets`: `api_key` then reads nothing and
+/// Set by `check-config --skip-secrets`: [`secret`] then reads nothing and
 /// answers a placeholder, so that the rest of the settings can be checked
 /// where the secrets cannot be read (systemd 252 gives `ExecReload=` no
 /// credentials). The daemon itself never sets it.

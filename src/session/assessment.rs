@@ -78,11 +78,7 @@ impl Session {
             .map(|a| a.started.elapsed())
             .unwrap_or_default();
         let elapsed = took.as_millis() as u64;
-        let outcome = match result {
-            Ok(_) => metrics::Outcome::Completed,
-            Err(_) => metrics::Outcome::Failed,
-        };
-        metrics::assessed(outcome, took);
+        metrics::assessed(&result, took);
         self.shared.phase.set(Phase::Closing);
         let id = self.shared.id.clone();
         match result {

@@ -81,7 +81,9 @@ async fn interview(url: &str) -> Result<i32, String> {
     // stdin has no non-blocking read, so a thread reads it. It lives until
     // end of input or process exit: a blocked read(2) cannot be interrupted,
     // and the process exits as soon as the interview is over.
-    let (lines_tx, lines) = async_channel::unbounded();
+    // Bounded: piped input far larger than the interview waits in the
+    // pipe, not in memory.
+    let (lines_tx, lines) = async_channel::bounded(64);
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -235,6 +237,11 @@ async fn interview(url: &str) -> Result<i32, String> {
 /// this fast.
 const PASTE_WINDOW: Duration = Duration::from_millis(40);
 
+/// A paste stops growing here: the rest becomes the next answer. Far
+/// above what the daemon takes in one answer (`limits.max_text_bytes`),
+/// which then says so.
+const MAX_PASTE_BYTES: usize = 1024 * 1024;
+
 /// A typed line and the lines that followed it within [`PASTE_WINDOW`]:
 /// one answer, its lines joined by newlines. End of input after a paste
 /// still sends the paste as an answer; the end is seen at the next read.
@@ -245,7 +252,7 @@ async fn gather_paste(first: Input, lines: &async_channel::Receiver<Input>) -> I
     if answer.trim() == "/finish" {
         return Input::Line(answer);
     }
-    loop {
+    while answer.len() < MAX_PASTE_BYTES {
         let next = async { lines.recv().await.ok() }
             .or(async {
                 Timer::after(PASTE_WINDOW).await;

@@ -1247,17 +1247,6 @@ fn serve_on_a_busy_address_fails_cleanly() {
     drop(taken);
 }
 
-/// Starts `interviewd client URL` with piped stdin, stdout and stderr.
-fn spawn_terminal_client(url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["client", url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client")
-}
-
 /// Waits for the terminal client to exit 0 and returns what it printed.
 fn terminal_client_stdout(child: Child) -> String {
     let out = wait_output(child, "interviewd client");
@@ -1432,13 +1421,7 @@ fn a_pasted_multi_line_answer_is_one_answer_at_a_terminal() {
             )
         }
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["client", &daemon.url()])
-        .stdin(Stdio::from(slave))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let child = spawn_terminal_client_with(&daemon.url(), Stdio::from(slave));
     daemon.wait_for_log("started for");
     // One write, as a terminal delivers a paste.
     let pasted = "I built the storage layer.\nThen I shipped it with my team.";

@@ -1492,13 +1492,7 @@ fn the_terminal_client_takes_a_relayed_interview_in_text() {
     use std::io::Write;
     let mock = Mock::start(&["--pace", "0", "--turns", "2", "--expect-key", KEY]);
     let daemon = start_daemon(&relay_config(&mock, "", ""));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["client", &daemon.url()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = spawn_terminal_client(&daemon.url());
     {
         let mut stdin = child.stdin.take().unwrap();
         for _ in 0..2 {

@@ -1247,14 +1247,7 @@ fn a_relayed_interview_completes_with_the_key_from_load_credential() {
     let env = m.h.show("interviewd", "Environment")["Environment"].clone();
     assert!(!env.contains("OPENAI"), "the unit sets {env:?}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_interviewd"))
-        .args(["client", &m.url()])
-        .env_remove("OPENAI_API_KEY")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = spawn_terminal_client(&m.url());
     {
         let mut stdin = child.stdin.take().unwrap();
         for _ in 0..2 {

@@ -821,3 +821,22 @@ pub fn connect_with_buffers(
         stream
     }
 }
+
+/// Starts `interviewd client URL` with piped stdout and stderr; stdin is
+/// `stdin` (piped unless the test gives a terminal), and no API key is
+/// passed down.
+pub fn spawn_terminal_client_with(url: &str, stdin: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_interviewd"))
+        .args(["client", url])
+        .env_remove("OPENAI_API_KEY")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client")
+}
+
+/// `spawn_terminal_client_with(url, Stdio::piped())`.
+pub fn spawn_terminal_client(url: &str) -> Child {
+    spawn_terminal_client_with(url, Stdio::piped())
+}
